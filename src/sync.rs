@@ -1,0 +1,15 @@
+//! Atomics and `Arc` through one door, so the lock-free state machines run
+//! unchanged under [loom](https://docs.rs/loom) when built with `--cfg loom`.
+//!
+//! Only the modules whose interleavings we model import from here; anything
+//! else keeps using `std` directly.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
