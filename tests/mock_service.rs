@@ -94,7 +94,7 @@ async fn scripted_ready_errors() {
 #[should_panic(expected = "without a ready `poll_ready`")]
 async fn call_without_ready_panics() {
     let mut mock = Mock::<u64>::new();
-    let _ = mock.call(0);
+    let _unready = mock.call(0);
 }
 
 #[tokio::test]
@@ -103,7 +103,7 @@ async fn a_clone_starts_not_ready() {
     let mut mock = Mock::<u64>::new();
     mock.ready().await.unwrap();
     let mut clone = mock.clone();
-    let _ = clone.call(0);
+    let _unready = clone.call(0);
 }
 
 #[tokio::test]
@@ -111,6 +111,6 @@ async fn a_clone_starts_not_ready() {
 async fn readiness_is_spent_by_a_call() {
     let mut mock = Mock::<u64>::new();
     mock.ready().await.unwrap();
-    let _ = mock.call(0);
-    let _ = mock.call(1);
+    let _first = mock.call(0);
+    let _unready_again = mock.call(1);
 }
