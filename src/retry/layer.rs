@@ -319,3 +319,55 @@ impl<C, K, H> std::fmt::Debug for RetryLayerBuilder<C, K, H> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::retry::policy::{Progress, Verdict};
+
+    /// The nanosecond-exact form of the schedule property (the integration
+    /// test sees tokio's millisecond timer): with seed `s`, the delays one
+    /// request is given are `backoff.schedule(s)`, one draw per delay.
+    #[test]
+    fn decisions_follow_the_seeded_schedule_exactly() {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+            Jitter::Additive(Duration::from_micros(750)),
+        ] {
+            let layer = RetryLayer::exponential(Duration::from_micros(1_234))
+                .jitter(jitter)
+                .max_attempts(u32::MAX)
+                .seed(99)
+                .build()
+                .unwrap();
+            let expected: Vec<u64> = layer
+                .backoff()
+                .schedule(99)
+                .take(50)
+                .map(|d| d.as_nanos() as u64)
+                .collect();
+            let mut previous = None;
+            let mut got = Vec::new();
+            for attempts in 1..=50 {
+                let at = Progress {
+                    attempts,
+                    previous,
+                    deadline: None,
+                    has_copy: true,
+                };
+                match layer.policy.decide(&Err::<(), ()>(()), at) {
+                    Verdict::Retry { delay, withdrawal } => {
+                        assert_eq!(withdrawal, None);
+                        previous = Some(delay);
+                        got.push(delay);
+                    }
+                    Verdict::Return => panic!("unlimited attempts"),
+                }
+            }
+            assert_eq!(got, expected, "{jitter:?}");
+        }
+    }
+}
