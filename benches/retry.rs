@@ -48,7 +48,6 @@ fn one<S: Service<u64, Response = u64>>(svc: &mut S, cx: &mut Context<'_>, reque
     }
 }
 
-
 fn bench(c: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
     // The budget's clock is tokio's: give it a runtime context, as in use.

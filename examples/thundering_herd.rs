@@ -17,7 +17,6 @@ mod sim;
 
 use std::fmt::Write as _;
 
-
 use sim::{Outcome, Strategy, simulate_mean};
 
 const CLIENTS: [usize; 6] = [10, 25, 50, 100, 150, 200];
@@ -44,7 +43,10 @@ fn main() {
             .collect();
         print!("{:<14}", strategy.to_string());
         for o in &row {
-            print!("{:>17}", format!("{} / {:.2}", o.calls, o.time.as_secs_f64()));
+            print!(
+                "{:>17}",
+                format!("{} / {:.2}", o.calls, o.time.as_secs_f64())
+            );
         }
         println!();
         results.push((strategy, row));
@@ -190,4 +192,3 @@ fn panel(
         );
     }
 }
-

@@ -107,11 +107,7 @@ async fn exact_schedule_per_jitter_kind() {
                 .collect();
             let mut svc = layer.layer(mock);
             assert!(svc.ready().await.unwrap().call(0).await.is_err());
-            assert_eq!(
-                gaps(&h.call_times()),
-                expected,
-                "{jitter:?} seed {seed}"
-            );
+            assert_eq!(gaps(&h.call_times()), expected, "{jitter:?} seed {seed}");
         }
     }
 }
@@ -139,10 +135,7 @@ async fn the_same_seed_replays_and_another_differs() {
 async fn default_classifier_does_not_retry_ok_503() {
     let mock = Mock::new().script([Step::status(503)]);
     let h = mock.handle();
-    let mut svc = RetryLayer::exponential(ms(10))
-        .build()
-        .unwrap()
-        .layer(mock);
+    let mut svc = RetryLayer::exponential(ms(10)).build().unwrap().layer(mock);
     let reply = svc.ready().await.unwrap().call(0).await.unwrap();
     assert_eq!(reply.status, 503);
     assert_eq!(h.calls(), 1);
@@ -532,10 +525,9 @@ async fn retry_waits_for_readiness() {
     let mut a = layer.layer(mock.clone());
     let mut b = layer.layer(mock);
     let start = Instant::now();
-    let (ra, rb) = tokio::join!(
-        async { a.ready().await.unwrap().call(1).await },
-        async { b.ready().await.unwrap().call(2).await },
-    );
+    let (ra, rb) = tokio::join!(async { a.ready().await.unwrap().call(1).await }, async {
+        b.ready().await.unwrap().call(2).await
+    },);
     assert_eq!(ra.unwrap().call, 2, "a's retry went through after b's call");
     assert_eq!(rb.unwrap().call, 1);
     assert_eq!(h.peak_in_flight(), 1);

@@ -36,15 +36,16 @@ async fn emits_a_tracing_event_per_retry() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mock = Mock::new().default_step(Step::err());
-    let mut svc = RetryLayer::exponential(ms(10))
-        .build()
-        .unwrap()
-        .layer(mock);
+    let mut svc = RetryLayer::exponential(ms(10)).build().unwrap().layer(mock);
     let _ = svc.ready().await.unwrap().call(0).await;
     let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let retries: Vec<_> = out.lines().filter(|l| l.contains(": retrying")).collect();
     assert_eq!(retries.len(), 2, "{out}");
     assert!(retries[0].contains("attempt=2") && retries[1].contains("attempt=3"));
-    assert!(retries.iter().all(|l| l.contains("delay_ms=") && l.contains("reason=")));
+    assert!(
+        retries
+            .iter()
+            .all(|l| l.contains("delay_ms=") && l.contains("reason="))
+    );
     assert!(out.contains("max attempts reached"), "{out}");
 }

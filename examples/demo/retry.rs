@@ -25,7 +25,11 @@ pub(crate) async fn run() {
                     "    t={at:>4}ms  request {request}: {}",
                     if ok { "200 OK" } else { "503 (down)" }
                 ));
-                if ok { Ok(request) } else { Err("upstream down") }
+                if ok {
+                    Ok(request)
+                } else {
+                    Err("upstream down")
+                }
             }
         }
     });

@@ -16,7 +16,7 @@
 //!   means "do not retry". With feature `http`, [`HttpRetryAfter`] reads the
 //!   `Retry-After` header (seconds or an HTTP date).
 //!
-//! What is retried is decided by a [`Classify`](crate::Classify), the same
+//! What is retried is decided by a [`Classify`], the same
 //! trait the circuit breaker uses: an [`Outcome::Failure`](crate::Outcome)
 //! is retried. The default retries every `Err`; behind a server that answers
 //! `Ok(503)`, use [`FailureWhenOk`](crate::classify::FailureWhenOk) or (feature
