@@ -15,7 +15,8 @@ use super::hooks::RetryAfter;
 /// Reads the `Retry-After` header of an `Ok(http::Response)` as a server
 /// hint; errors carry none. Give it to
 /// [`RetryLayerBuilder::retry_after`](super::RetryLayerBuilder::retry_after).
-/// An unparseable header is no hint.
+/// An unparseable header is no hint. An HTTP date is measured against the
+/// system's wall clock (`SystemTime`), as the server meant it, not tokio's.
 ///
 /// ```
 /// use palisade::RetryLayer;
