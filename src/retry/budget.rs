@@ -338,6 +338,39 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any sequence of requests and retries within one window: a retry
+        /// is granted exactly when `granted + 1 <= floor + ratio * requests`
+        /// (never overdrawn, never refused while there is room).
+        #[test]
+        fn grants_exactly_what_the_ratio_allows(
+            ratio in 0.0f64..=1.0,
+            min_per_sec in 0u32..5,
+            ops in proptest::collection::vec(proptest::bool::ANY, 0..400),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let _guard = rt.enter();
+            let b = budget(ratio, min_per_sec);
+            let reserve = f64::from(min_per_sec) * 10.0;
+            let (mut requests, mut granted) = (0u64, 0u64);
+            for is_request in ops {
+                if is_request {
+                    b.deposit();
+                    requests += 1;
+                } else {
+                    let room = (granted + 1) as f64 <= reserve + ratio * requests as f64 + EPSILON;
+                    let got = b.withdraw().is_some();
+                    proptest::prop_assert_eq!(got, room);
+                    granted += u64::from(got);
+                }
+            }
+        }
+    }
+
     #[test]
     fn invalid_configs() {
         use super::super::InvalidRetry;
