@@ -170,6 +170,25 @@ impl Backoff {
         }
     }
 
+    /// A builder holding this backoff's settings, to change some of them.
+    ///
+    /// ```
+    /// # use palisade::backoff::{Backoff, Jitter};
+    /// # use std::time::Duration;
+    /// let plain = Backoff::constant(Duration::from_millis(50));
+    /// let jittered = plain.to_builder().jitter(Jitter::Full).build()?;
+    /// assert_eq!(jittered.max_delay(), plain.max_delay());
+    /// # Ok::<(), palisade::backoff::InvalidBackoff>(())
+    /// ```
+    pub fn to_builder(&self) -> BackoffBuilder {
+        BackoffBuilder {
+            base: self.base(),
+            factor: self.factor,
+            max_delay: Some(self.max_delay()),
+            jitter: self.jitter,
+        }
+    }
+
     /// The first delay's nominal size.
     pub fn base(&self) -> Duration {
         Duration::from_nanos(self.base)

@@ -9,6 +9,8 @@
 //!
 //! - [`classify`]: what counts as a failure, shared by every layer.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`retry`]: [`RetryLayer`], retries with jittered backoff, a shared
+//!   retry budget and server hints (`Retry-After`).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -20,6 +22,7 @@
 
 pub mod backoff;
 pub mod classify;
+pub mod retry;
 
 mod clock;
 mod rng;
@@ -27,6 +30,7 @@ mod sync;
 
 pub use backoff::{Backoff, Jitter};
 pub use classify::{Classify, Outcome};
+pub use retry::{RetryBudget, RetryLayer};
 
 /// The error type of layers that add failures of their own, tower's
 /// convention: downcast it to the layer's error type
