@@ -9,6 +9,8 @@
 //!
 //! - [`classify`]: what counts as a failure, shared by every layer.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`batch`]: fan a list of requests out and settle every one, in order
+//!   ([`BatchLayer`], [`batch::settle_all`]).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -19,6 +21,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod batch;
 pub mod classify;
 
 mod clock;
@@ -26,6 +29,7 @@ mod rng;
 mod sync;
 
 pub use backoff::{Backoff, Jitter};
+pub use batch::BatchLayer;
 pub use classify::{Classify, Outcome};
 
 /// The error type of layers that add failures of their own, tower's
