@@ -20,9 +20,9 @@
 //! tokio's own budget (`tokio::task::coop`) needs its `rt` feature, and
 //! tokio's leaf futures inside the calls still honour that budget.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -304,33 +304,30 @@ where
 
 pin_project! {
     /// The response future of [`Batch`](super::Batch): a [`SettleAll`]
-    /// whose output is wrapped in the `Ok` a `Service` must return. It
-    /// never fails.
+    /// over the batch's `Vec` of requests, its output wrapped in the `Ok` a
+    /// `Service` must return. It never fails.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct ResponseFuture<S, I>
+    pub struct ResponseFuture<S, Req>
     where
-        I: Iterator,
-        S: Service<I::Item>,
+        S: Service<Req>,
     {
         #[pin]
-        inner: SettleAll<S, I>,
+        inner: SettleAll<S, std::vec::IntoIter<Req>>,
     }
 }
 
-impl<S, I> ResponseFuture<S, I>
+impl<S, Req> ResponseFuture<S, Req>
 where
-    I: Iterator,
-    S: Service<I::Item>,
+    S: Service<Req>,
 {
-    pub(crate) fn new(inner: SettleAll<S, I>) -> Self {
+    pub(crate) fn new(inner: SettleAll<S, std::vec::IntoIter<Req>>) -> Self {
         Self { inner }
     }
 }
 
-impl<S, I> Future for ResponseFuture<S, I>
+impl<S, Req> Future for ResponseFuture<S, Req>
 where
-    I: Iterator,
-    S: Service<I::Item> + Clone,
+    S: Service<Req> + Clone,
 {
     type Output = Result<Settled<S::Response, ItemError<S::Error>>, Infallible>;
 
@@ -339,10 +336,9 @@ where
     }
 }
 
-impl<S, I> fmt::Debug for ResponseFuture<S, I>
+impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
 where
-    I: Iterator,
-    S: Service<I::Item>,
+    S: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ResponseFuture").field(&self.inner).finish()

@@ -1,11 +1,11 @@
 //! Batch fan-out that settles every request, like `Promise.allSettled`.
 //!
-//! [`BatchLayer`] turns a `Service<Req>` into a [`Batch`]: a service of any
-//! `IntoIterator<Item = Req>` (a `Vec`, an array, an iterator) whose
-//! response is a [`Settled`] holding one `Result` per request, in input
+//! [`BatchLayer`] turns a `Service<Req>` into a [`Batch`]: a
+//! `Service<Vec<Req>>` whose response is a [`Settled`] holding one `Result` per request, in input
 //! order, with counts of fulfilled and rejected items. One failing item
 //! never throws the others away, and the batch itself never fails: its
-//! error type is [`Infallible`].
+//! error type is [`Infallible`]. Without a layer, [`settle_all`] does the
+//! same for any `IntoIterator` of requests.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,7 +29,7 @@
 //!         .build()?)
 //!     .service(upstream);
 //!
-//! let settled = batch.oneshot(1..=8).await?;
+//! let settled = batch.oneshot((1..=8).collect()).await?;
 //! assert_eq!((settled.fulfilled(), settled.rejected()), (6, 2));
 //! assert_eq!(settled[0], Ok(10));
 //! assert_eq!(settled[2], Err(ItemError::Service("not found")));
@@ -146,14 +146,17 @@ impl<S> Batch<S> {
     }
 }
 
-impl<S, I> Service<I> for Batch<S>
+// `Vec<Req>` rather than any `IntoIterator`: with one impl, rustc infers
+// the request type in `batch.ready().await?.call(requests)`; a generic
+// `I: IntoIterator` would ask every caller for a turbofish. The free
+// function `settle_all` takes any `IntoIterator`.
+impl<S, Req> Service<Vec<Req>> for Batch<S>
 where
-    I: IntoIterator,
-    S: Service<I::Item> + Clone,
+    S: Service<Req> + Clone,
 {
     type Response = Settled<S::Response, ItemError<S::Error>>;
     type Error = Infallible;
-    type Future = ResponseFuture<S, I::IntoIter>;
+    type Future = ResponseFuture<S, Req>;
 
     /// Always ready: a batch reserves nothing until its future runs, and
     /// then waits for the inner service item by item.
@@ -161,7 +164,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, requests: I) -> Self::Future {
+    fn call(&mut self, requests: Vec<Req>) -> Self::Future {
         // A plain clone, not the `mem::replace` idiom: this service never
         // polls `inner` ready, so there is no ready instance to hand over,
         // and the clone starts not ready, as its future expects.

@@ -155,10 +155,19 @@ mod tests {
     #[test]
     fn counts_and_parts_agree() {
         let settled: Settled<u32, &str> = [Err("a"), Ok(1), Ok(2), Err("b")].into_iter().collect();
-        assert_eq!((settled.len(), settled.fulfilled(), settled.rejected()), (4, 2, 2));
+        assert_eq!(
+            (settled.len(), settled.fulfilled(), settled.rejected()),
+            (4, 2, 2)
+        );
         assert!(!settled.all_fulfilled());
-        assert_eq!(settled.iter_fulfilled().collect::<Vec<_>>(), vec![(1, &1), (2, &2)]);
-        assert_eq!(settled.iter_rejected().map(|(i, _)| i).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(
+            settled.iter_fulfilled().collect::<Vec<_>>(),
+            vec![(1, &1), (2, &2)]
+        );
+        assert_eq!(
+            settled.iter_rejected().map(|(i, _)| i).collect::<Vec<_>>(),
+            vec![0, 3]
+        );
         let (oks, errs) = settled.clone().into_parts();
         assert_eq!(oks, vec![(1, 1), (2, 2)]);
         assert_eq!(errs, vec![(0, "a"), (3, "b")]);
