@@ -505,3 +505,56 @@ async fn item_errors_convert_to_box_error_with_the_inner_error_unchanged() {
         Some(&Elapsed::BatchDeadline)
     );
 }
+
+/// A service whose instance stays broken after a failed `poll_ready` (as
+/// tower-service allows), while a fresh clone works.
+struct BreaksOnError {
+    inner: Mock,
+    broken: bool,
+}
+
+impl Clone for BreaksOnError {
+    /// A clone is a new instance: not ready, not broken.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            broken: false,
+        }
+    }
+}
+
+impl Service<u64> for BreaksOnError {
+    type Response = Reply<u64>;
+    type Error = MockError;
+    type Future = <Mock as Service<u64>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MockError>> {
+        if self.broken {
+            return Poll::Ready(Err(MockError { call: u64::MAX - 1 }));
+        }
+        let ready = self.inner.poll_ready(cx);
+        self.broken = matches!(ready, Poll::Ready(Err(_)));
+        ready
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_instance_is_discarded_for_a_fresh_clone() {
+    let mock = Mock::new().ready_script([ReadyStep::Err]);
+    let h = mock.handle();
+    let svc = BreaksOnError {
+        inner: mock,
+        broken: false,
+    };
+    let settled = layer(2).settle_all(svc, 0..5u64).await;
+    assert_eq!(
+        settled[0],
+        Err(ItemError::NotReady(MockError { call: u64::MAX }))
+    );
+    assert_eq!(settled.fulfilled(), 4, "{settled:?}");
+    assert_eq!(h.calls(), 4);
+}
