@@ -92,6 +92,8 @@ impl<T, E> Settled<T, E> {
 
     /// Splits into successes and failures, each tagged with its input index
     /// and in input order.
+    // The pair of tagged lists is the point; an alias would hide it.
+    #[allow(clippy::type_complexity)]
     pub fn into_parts(self) -> (Vec<(usize, T)>, Vec<(usize, E)>) {
         let mut fulfilled = Vec::with_capacity(self.fulfilled());
         let mut rejected = Vec::with_capacity(self.rejected);
