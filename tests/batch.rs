@@ -89,6 +89,57 @@ fn order_preserved_under_random_latencies() {
         .unwrap();
 }
 
+#[test]
+fn every_item_settles_once_under_capacity_limits_and_ready_errors() {
+    let config = Config {
+        cases: 64,
+        rng_seed: RngSeed::Fixed(0x5E771ED),
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let strategy = (
+        prop::collection::vec(0u64..30, 0..100),
+        prop::collection::vec(any::<bool>(), 0..30),
+        1usize..12,
+        1u64..6,
+    );
+    TestRunner::new(config)
+        .run(
+            &strategy,
+            |(latencies, ready_errs, max_in_flight, capacity)| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .start_paused(true)
+                    .build()
+                    .unwrap();
+                let n = latencies.len() as u64;
+                let errs = ready_errs.iter().filter(|e| **e).count();
+                let script = ready_errs
+                    .iter()
+                    .map(|e| if *e { ReadyStep::Err } else { ReadyStep::Ready });
+                let steps = latencies.clone();
+                let mock = Mock::new()
+                    .capacity(capacity)
+                    .ready_script(script)
+                    .outcome_fn(move |_, &req| Step::ok().after(ms(steps[req as usize] + 1)));
+                let h = mock.handle();
+                let settled = rt.block_on(run(layer(max_in_flight), mock, n));
+                let not_ready = settled
+                    .iter()
+                    .filter(|r| matches!(r, Err(ItemError::NotReady(_))))
+                    .count();
+                // Every other item was sent exactly once and succeeded.
+                prop_assert_eq!(settled.rejected(), not_ready);
+                prop_assert!(not_ready <= errs);
+                prop_assert_eq!(h.calls(), n - not_ready as u64);
+                prop_assert!(h.peak_in_flight() <= capacity.min(max_in_flight as u64));
+                prop_assert_eq!(h.in_flight(), 0);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn mixed_failures_settle_in_their_slots_and_the_batch_succeeds() {
     let mock = Mock::new().fail_rate(0.3, 42).latency(ms(5));
