@@ -11,6 +11,8 @@
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`retry`]: [`RetryLayer`], retries with jittered backoff, a shared
 //!   retry budget and server hints (`Retry-After`).
+//! - [`batch`]: fan a list of requests out and settle every one, in order
+//!   ([`BatchLayer`], [`batch::settle_all`]).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -21,6 +23,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod batch;
 pub mod classify;
 pub mod retry;
 
@@ -29,6 +32,7 @@ mod rng;
 mod sync;
 
 pub use backoff::{Backoff, Jitter};
+pub use batch::BatchLayer;
 pub use classify::{Classify, Outcome};
 pub use retry::{RetryBudget, RetryLayer};
 

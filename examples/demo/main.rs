@@ -6,10 +6,12 @@
 
 mod backoff;
 mod retry;
+mod batch;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
     println!("palisade demo: every layer against an in-process upstream (tokio time, paused)\n");
     backoff::run();
     retry::run().await;
+    batch::run().await;
 }
