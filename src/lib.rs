@@ -9,6 +9,8 @@
 //!
 //! - [`classify`]: what counts as a failure, shared by every layer.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
+//!   sliding log, unkeyed or per key, refusing at once or waiting.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -20,6 +22,7 @@
 
 pub mod backoff;
 pub mod classify;
+pub mod rate_limit;
 
 mod clock;
 mod rng;
@@ -27,6 +30,7 @@ mod sync;
 
 pub use backoff::{Backoff, Jitter};
 pub use classify::{Classify, Outcome};
+pub use rate_limit::{RateLimitLayer, RateLimited};
 
 /// The error type of layers that add failures of their own, tower's
 /// convention: downcast it to the layer's error type
