@@ -66,7 +66,9 @@ impl<K: Clone, C: Clone> Clone for RateLimitLayer<K, C> {
 impl<K, C> fmt::Debug for RateLimitLayer<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
-            .field("state", &self.limiter.state)
+            .field("algorithm", &self.limiter.algorithm_name())
+            .field("limit", &self.limiter.limit())
+            .field("keyed", &self.limiter.is_keyed())
             .field("max_wait", &self.max_wait)
             .finish_non_exhaustive()
     }

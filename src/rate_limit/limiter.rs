@@ -96,6 +96,15 @@ impl Limiter {
         }
     }
 
+    /// The algorithm's name, for `Debug`.
+    pub(crate) fn algorithm_name(&self) -> &'static str {
+        match &self.state {
+            State::Gcra(..) | State::KeyedGcra(..) => "token bucket",
+            State::Window(..) | State::KeyedWindow(..) => "sliding window",
+            State::Log(..) | State::KeyedLog(..) => "sliding log",
+        }
+    }
+
     /// Keys held (0 when unkeyed).
     pub(crate) fn keys(&self) -> usize {
         match &self.state {
