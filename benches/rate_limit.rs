@@ -140,7 +140,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| one(&mut svc, &mut cx, 1))
     });
     let gov = governor_direct();
-    g.bench_function("governor_check", |b| b.iter(|| black_box(gov.check()).unwrap()));
+    g.bench_function("governor_check", |b| {
+        b.iter(|| black_box(gov.check()).unwrap())
+    });
     for (name, layer) in layers() {
         g.bench_function(name, |b| {
             let mut svc = layer.layer(Bare);

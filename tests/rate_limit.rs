@@ -165,7 +165,12 @@ async fn cost_above_capacity_is_never_not_later() {
         .build()
         .unwrap();
     let mut svc = layer.layer(Mock::new());
-    assert!(send(&mut svc, 5).await.unwrap_err().is::<InsufficientCapacity>());
+    assert!(
+        send(&mut svc, 5)
+            .await
+            .unwrap_err()
+            .is::<InsufficientCapacity>()
+    );
     send(&mut svc, 3).await.unwrap();
     let e = limited(send(&mut svc, 2).await);
     assert_eq!(e.remaining, 1);
@@ -195,21 +200,32 @@ async fn clones_and_services_of_one_layer_share_the_limit() {
 fn bad_settings_are_errors_from_build() {
     let s = Duration::from_secs(1);
     let err = |r: Result<_, ConfigError>| r.map(|_: RateLimitLayer<_, _>| ()).unwrap_err();
-    assert_eq!(err(RateLimitLayer::token_bucket(0, s).build()), ConfigError::ZeroRate);
+    assert_eq!(
+        err(RateLimitLayer::token_bucket(0, s).build()),
+        ConfigError::ZeroRate
+    );
     assert_eq!(
         err(RateLimitLayer::token_bucket(1, Duration::ZERO).build()),
         ConfigError::ZeroPeriod
     );
-    assert_eq!(err(RateLimitLayer::token_bucket(1, s).burst(0).build()), ConfigError::ZeroBurst);
+    assert_eq!(
+        err(RateLimitLayer::token_bucket(1, s).burst(0).build()),
+        ConfigError::ZeroBurst
+    );
     assert_eq!(
         err(RateLimitLayer::token_bucket(u64::MAX, s).build()),
         ConfigError::RateTooHigh
     );
     assert_eq!(
-        err(RateLimitLayer::token_bucket(1, Duration::MAX).burst(8).build()),
+        err(RateLimitLayer::token_bucket(1, Duration::MAX)
+            .burst(8)
+            .build()),
         ConfigError::Overflow
     );
-    assert_eq!(err(RateLimitLayer::sliding_window(0, s).build()), ConfigError::ZeroLimit);
+    assert_eq!(
+        err(RateLimitLayer::sliding_window(0, s).build()),
+        ConfigError::ZeroLimit
+    );
     assert_eq!(
         err(RateLimitLayer::sliding_window(1, Duration::ZERO).build()),
         ConfigError::ZeroWindow
@@ -474,9 +490,18 @@ async fn keys_are_limited_separately() {
 #[tokio::test(start_paused = true)]
 async fn key_bound_under_a_flood_of_unique_keys() {
     for (name, b) in [
-        ("token bucket", RateLimitLayer::token_bucket(1, Duration::from_secs(1))),
-        ("sliding window", RateLimitLayer::sliding_window(1, Duration::from_secs(1))),
-        ("sliding log", RateLimitLayer::sliding_log(1, Duration::from_secs(1))),
+        (
+            "token bucket",
+            RateLimitLayer::token_bucket(1, Duration::from_secs(1)),
+        ),
+        (
+            "sliding window",
+            RateLimitLayer::sliding_window(1, Duration::from_secs(1)),
+        ),
+        (
+            "sliding log",
+            RateLimitLayer::sliding_log(1, Duration::from_secs(1)),
+        ),
     ] {
         let layer = b.keyed(|req: &u64| *req).max_keys(100).build().unwrap();
         let h = layer.handle();
@@ -525,7 +550,11 @@ async fn an_evicted_key_behaves_like_a_new_one() {
         ("sliding window", RateLimitLayer::sliding_window(3, ms(300))),
         ("sliding log", RateLimitLayer::sliding_log(3, ms(300))),
     ] {
-        let layer = b.keyed(|req: &(u64, u64)| req.0).max_keys(1).build().unwrap();
+        let layer = b
+            .keyed(|req: &(u64, u64)| req.0)
+            .max_keys(1)
+            .build()
+            .unwrap();
         let mut svc = layer.layer(Mock::<(u64, u64)>::new());
         async fn burst<S>(svc: &mut S, key: u64) -> Vec<Option<Duration>>
         where
@@ -534,7 +563,10 @@ async fn an_evicted_key_behaves_like_a_new_one() {
             let mut out = Vec::new();
             for i in 0..5 {
                 let r = svc.ready().await.unwrap().call((key, i)).await;
-                out.push(r.err().map(|e| e.downcast::<RateLimited>().unwrap().retry_after));
+                out.push(
+                    r.err()
+                        .map(|e| e.downcast::<RateLimited>().unwrap().retry_after),
+                );
             }
             out
         }

@@ -56,7 +56,10 @@ fn a_million_unique_keys_stay_under_32_mib() {
             "sliding window",
             RateLimitLayer::sliding_window(1, Duration::from_secs(1)),
         ),
-        ("sliding log", RateLimitLayer::sliding_log(4, Duration::from_secs(1))),
+        (
+            "sliding log",
+            RateLimitLayer::sliding_log(4, Duration::from_secs(1)),
+        ),
     ] {
         let (growth, admitted, keys) = rt.block_on(async {
             let layer = build.keyed(|k: &u64| *k).max_keys(100_000).build().unwrap();
@@ -81,7 +84,10 @@ fn a_million_unique_keys_stay_under_32_mib() {
             growth as f64 / MIB as f64
         );
         assert!(keys <= 100_000, "{name}");
-        assert!(admitted >= 500_000, "{name}: idle keys were evicted to make room");
+        assert!(
+            admitted >= 500_000,
+            "{name}: idle keys were evicted to make room"
+        );
         assert!(growth < 32 * MIB, "{name}: grew {growth} bytes");
     }
 }

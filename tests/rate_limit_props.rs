@@ -257,12 +257,15 @@ fn token_bucket_admits_the_full_rate_under_saturation() {
         .chain(std::iter::repeat_n((0, 1), 30))
         .chain((0..500).flat_map(|_| [(t_ns / 2, 1), (t_ns / 2, 1)]))
         .collect();
-    let out = run(|| {
-        RateLimitLayer::token_bucket(100, Duration::from_secs(1))
-            .burst(20)
-            .build()
-            .unwrap()
-    }, &schedule);
+    let out = run(
+        || {
+            RateLimitLayer::token_bucket(100, Duration::from_secs(1))
+                .burst(20)
+                .build()
+                .unwrap()
+        },
+        &schedule,
+    );
     let end = out.last().unwrap().0;
     let admitted = out.iter().filter(|o| o.2 == Answer::Admitted).count() as u64;
     assert_eq!(admitted, 20 + end / t_ns);

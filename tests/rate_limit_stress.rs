@@ -27,7 +27,9 @@ where
         tasks.push(tokio::spawn(async move {
             let mut admitted = 0;
             for i in 0..PER_TASK {
-                let Ok(ready) = svc.ready().await else { continue };
+                let Ok(ready) = svc.ready().await else {
+                    continue;
+                };
                 if ready.call(t * PER_TASK + i).await.is_ok() {
                     admitted += 1;
                 }
@@ -50,13 +52,19 @@ async fn clones_on_many_threads_never_exceed_the_limit() {
     for (name, layer) in [
         (
             "token bucket",
-            RateLimitLayer::token_bucket(1, HOUR).burst(500).build().unwrap(),
+            RateLimitLayer::token_bucket(1, HOUR)
+                .burst(500)
+                .build()
+                .unwrap(),
         ),
         (
             "sliding window",
             RateLimitLayer::sliding_window(500, HOUR).build().unwrap(),
         ),
-        ("sliding log", RateLimitLayer::sliding_log(500, HOUR).build().unwrap()),
+        (
+            "sliding log",
+            RateLimitLayer::sliding_log(500, HOUR).build().unwrap(),
+        ),
     ] {
         let mock = Mock::new();
         let h = mock.handle();

@@ -8,7 +8,8 @@ use palisade::{BoxError, RateLimitLayer, RateLimited};
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-fn upstream() -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send {
+fn upstream() -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send
+{
     service_fn(|n: u32| async move { Ok::<_, Infallible>(n) })
 }
 
@@ -102,7 +103,10 @@ pub(crate) async fn run() {
     }));
     for client in ["alice", "alice", "alice", "bob", "bob"] {
         let r = svc.ready().await.unwrap().call((client, 0)).await;
-        println!("  {client:<5} {}", if r.is_ok() { "admitted" } else { "refused" });
+        println!(
+            "  {client:<5} {}",
+            if r.is_ok() { "admitted" } else { "refused" }
+        );
     }
     println!("  keys held: {}", layer.handle().keys());
     println!();

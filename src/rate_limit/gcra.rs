@@ -69,7 +69,13 @@ impl Gcra {
     /// allowing it to conform up to `max_wait` nanoseconds from now (0: only
     /// now).
     #[inline]
-    pub(crate) fn decide(&self, tat: Nanos, now: Nanos, cost: u64, max_wait: Nanos) -> Decision<Nanos> {
+    pub(crate) fn decide(
+        &self,
+        tat: Nanos,
+        now: Nanos,
+        cost: u64,
+        max_wait: Nanos,
+    ) -> Decision<Nanos> {
         if cost > self.burst {
             return Decision::Never;
         }
@@ -143,8 +149,14 @@ mod tests {
             }
         );
         // Exact: one nanosecond early is refused, on time is admitted.
-        assert!(matches!(g.decide(tat, 99_999_999, 1, 0), Decision::Deny { retry_after: 1, .. }));
-        assert!(matches!(g.decide(tat, 100_000_000, 1, 0), Decision::Admit { .. }));
+        assert!(matches!(
+            g.decide(tat, 99_999_999, 1, 0),
+            Decision::Deny { retry_after: 1, .. }
+        ));
+        assert!(matches!(
+            g.decide(tat, 100_000_000, 1, 0),
+            Decision::Admit { .. }
+        ));
     }
 
     #[test]
@@ -162,7 +174,10 @@ mod tests {
         };
         // A reading from before the last admission is stricter, not looser.
         assert!(matches!(g.decide(state, 0, 1, 0), Decision::Deny { .. }));
-        assert!(matches!(g.decide(state, 5 * S, 1, 0), Decision::Deny { .. }));
+        assert!(matches!(
+            g.decide(state, 5 * S, 1, 0),
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]
@@ -176,7 +191,10 @@ mod tests {
                 at: 100_000_000
             }
         );
-        assert!(matches!(g.decide(tat, 0, 1, 99_999_999), Decision::Deny { .. }));
+        assert!(matches!(
+            g.decide(tat, 0, 1, 99_999_999),
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]

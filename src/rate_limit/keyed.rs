@@ -108,7 +108,10 @@ impl<S> Shards<S> {
         let i = ((hash >> 32) & self.mask) as usize;
         // A panic while holding a shard cannot leave a state half-written
         // (every state update is one assignment), so poisoning is ignored.
-        self.shards[i].0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[i]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Decides for the key `hash`: `decide` sees the key's state (a new
@@ -220,7 +223,10 @@ mod tests {
     fn full_of_active_keys_refuses_new_ones_then_evicts_idle() {
         let store: Shards<Nanos> = Shards::new(1);
         assert!(matches!(take(&store, 1, 0), Access::Decided(true)));
-        assert!(matches!(take(&store, 2, 5), Access::Full { retry_after: 5 }));
+        assert!(matches!(
+            take(&store, 2, 5),
+            Access::Full { retry_after: 5 }
+        ));
         assert_eq!(store.len(), 1);
         // At 10 key 1 is idle: evicted for key 2.
         assert!(matches!(take(&store, 2, 10), Access::Decided(true)));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use super::RateLimit;
 use super::error::ConfigError;
 use super::gcra::Gcra;
 use super::handle::RateLimitHandle;
@@ -13,7 +14,6 @@ use super::limiter::{Algorithm, Limiter};
 use super::request::{CostBy, KeyBy, PerRequest, Unkeyed};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::SlidingWindow;
-use super::RateLimit;
 use crate::clock::{Nanos, duration_to_nanos};
 
 /// The bound on keys held when `keyed` is set without `max_keys`.

@@ -9,7 +9,7 @@
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), palisade::BoxError> {
 //! // 10 per second, at most 2 at once.
 //! let layer = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
 //!     .burst(2)
@@ -77,7 +77,7 @@
 //!
 //! - **Reject mode** (default): the limiter decides in `call`, where the
 //!   request (its key, its cost) is known. A refused request's response
-//!   future resolves at once to a [`BoxError`](crate::BoxError) holding
+//!   future resolves at once to a [`BoxError`] (tower's convention) holding
 //!   [`RateLimited`] or [`InsufficientCapacity`], and the inner service is
 //!   not called; `poll_ready` only forwards the inner service's readiness,
 //!   so nothing is reserved and nothing needs releasing. (axum treats

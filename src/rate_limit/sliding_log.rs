@@ -57,7 +57,12 @@ impl SlidingLog {
     /// admission (`None` while fewer than `limit` were ever recorded) and of
     /// the most recent one. The admitted state is the time to record.
     #[inline]
-    pub(crate) fn decide(&self, oldest: Option<Nanos>, newest: Nanos, now: Nanos) -> Decision<Nanos> {
+    pub(crate) fn decide(
+        &self,
+        oldest: Option<Nanos>,
+        newest: Nanos,
+        now: Nanos,
+    ) -> Decision<Nanos> {
         let record = now.max(newest);
         match oldest {
             Some(oldest) if oldest.saturating_add(self.window) > now => Decision::Deny {
@@ -86,7 +91,10 @@ mod tests {
     #[test]
     fn exact_retry_after() {
         let log = SlidingLog::new(2, 1_000).unwrap();
-        assert!(matches!(log.decide(None, 0, 10), Decision::Admit { state: 10, .. }));
+        assert!(matches!(
+            log.decide(None, 0, 10),
+            Decision::Admit { state: 10, .. }
+        ));
         assert_eq!(
             log.decide(Some(10), 20, 500),
             Decision::Deny {
@@ -94,14 +102,23 @@ mod tests {
                 remaining: 0
             }
         );
-        assert!(matches!(log.decide(Some(10), 20, 1_009), Decision::Deny { retry_after: 1, .. }));
-        assert!(matches!(log.decide(Some(10), 20, 1_010), Decision::Admit { .. }));
+        assert!(matches!(
+            log.decide(Some(10), 20, 1_009),
+            Decision::Deny { retry_after: 1, .. }
+        ));
+        assert!(matches!(
+            log.decide(Some(10), 20, 1_010),
+            Decision::Admit { .. }
+        ));
     }
 
     #[test]
     fn stale_reading_recorded_as_newest() {
         let log = SlidingLog::new(2, 1_000).unwrap();
-        assert!(matches!(log.decide(None, 700, 5), Decision::Admit { state: 700, .. }));
+        assert!(matches!(
+            log.decide(None, 700, 5),
+            Decision::Admit { state: 700, .. }
+        ));
     }
 
     #[test]

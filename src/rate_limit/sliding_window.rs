@@ -75,7 +75,11 @@ impl SlidingWindow {
     fn rolled(&self, st: WindowState, now: Nanos) -> (WindowState, Nanos) {
         let k = now / self.window;
         if st.idx >= k {
-            let e = if st.idx == k { now - k * self.window } else { 0 };
+            let e = if st.idx == k {
+                now - k * self.window
+            } else {
+                0
+            };
             return (st, e);
         }
         let st = if st.idx + 1 == k {

@@ -105,7 +105,9 @@ pub(crate) struct WindowCell {
 }
 
 fn pack(st: WindowState) -> u64 {
-    ((st.idx & IDX_MASK) << (2 * COUNT_BITS)) | ((st.prev & COUNT_MASK) << COUNT_BITS) | (st.cur & COUNT_MASK)
+    ((st.idx & IDX_MASK) << (2 * COUNT_BITS))
+        | ((st.prev & COUNT_MASK) << COUNT_BITS)
+        | (st.cur & COUNT_MASK)
 }
 
 fn unpack(word: u64, now_idx: u64) -> WindowState {
@@ -167,7 +169,14 @@ impl WindowCell {
     }
 
     /// Takes `cost` back from window `idx` if it still counts.
-    pub(crate) fn release(&self, sw: &SlidingWindow, window: Nanos, now: Nanos, idx: u64, cost: u64) {
+    pub(crate) fn release(
+        &self,
+        sw: &SlidingWindow,
+        window: Nanos,
+        now: Nanos,
+        idx: u64,
+        cost: u64,
+    ) {
         let mut word = self.word.load(Ordering::Acquire);
         loop {
             let st = unpack(word, (now / window).max(idx));
@@ -238,7 +247,12 @@ impl LogCell {
                 return d;
             };
             if slot
-                .compare_exchange(s, (state & !TAG) | parity, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    s,
+                    (state & !TAG) | parity,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
             {
                 let _ = self
@@ -340,7 +354,9 @@ mod loom_tests {
             assert!(matches!(d, Decision::Admit { .. }));
             let other = {
                 let cell = cell.clone();
-                thread::spawn(move || matches!(cell.acquire(&g, || 0, 1, 0).0, Decision::Admit { .. }))
+                thread::spawn(move || {
+                    matches!(cell.acquire(&g, || 0, 1, 0).0, Decision::Admit { .. })
+                })
             };
             let Undo::Gcra { tat, cost } = undo else {
                 panic!()
@@ -365,7 +381,9 @@ mod loom_tests {
             let handles: Vec<_> = (0..3)
                 .map(|_| {
                     let cell = cell.clone();
-                    thread::spawn(move || matches!(cell.acquire(&log, || 10), Decision::Admit { .. }))
+                    thread::spawn(move || {
+                        matches!(cell.acquire(&log, || 10), Decision::Admit { .. })
+                    })
                 })
                 .collect();
             let admitted = handles
