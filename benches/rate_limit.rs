@@ -135,6 +135,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("clock/tokio_instant_now", |b| {
         b.iter(|| black_box(tokio::time::Instant::now()))
     });
+    g.bench_function("clock/std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    let quanta = governor::clock::QuantaClock::default();
+    g.bench_function("clock/governor_quanta_now", |b| {
+        b.iter(|| black_box(governor::clock::Clock::now(&quanta)))
+    });
     g.bench_function("bare", |b| {
         let mut svc = Bare;
         b.iter(|| one(&mut svc, &mut cx, 1))
@@ -223,8 +230,10 @@ fn bench(c: &mut Criterion) {
                         std::thread::spawn(move || {
                             barrier.wait();
                             let start = Instant::now();
+                            // Not unwrapped: quanta readings from two cores can
+                            // disagree slightly, and governor then refuses.
                             for _ in 0..iters {
-                                black_box(gov.check()).unwrap();
+                                let _ = black_box(gov.check());
                             }
                             start.elapsed()
                         })

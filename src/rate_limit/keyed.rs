@@ -122,16 +122,23 @@ impl<S> Shards<S> {
     pub(crate) fn access<D>(
         &self,
         hash: u64,
-        now: impl Fn() -> Nanos,
+        clock: impl Fn() -> Nanos,
         fresh: impl FnOnce() -> S,
         idle_at: impl Fn(&S) -> Nanos,
-        decide: impl FnOnce(&mut S, Nanos) -> (D, bool),
+        decide: impl Fn(&mut S, Nanos) -> (D, bool),
     ) -> Access<D> {
+        // The clock is read before the lock, keeping the critical section
+        // short. A reading older than the key's state is judged stricter;
+        // a refusal is retaken on a reading from inside the lock, so a wait
+        // for the lock never causes a spurious refusal.
+        let t = clock();
         let mut shard = self.lock(hash);
-        // Read under the lock: readings are ordered with the shard's updates.
-        let t = now();
         if let Some(state) = shard.map.get_mut(&hash) {
-            return Access::Decided(decide(state, t).0);
+            let (d, admitted) = decide(state, t);
+            if admitted {
+                return Access::Decided(d);
+            }
+            return Access::Decided(decide(state, clock().max(t)).0);
         }
         let mut state = fresh();
         let (d, admitted) = decide(&mut state, t);

@@ -285,10 +285,7 @@ impl<K, C> RateLimitBuilder<K, C> {
                 limit,
                 window,
                 exact: false,
-            } => {
-                let w = duration_to_nanos(window);
-                Algorithm::Window(SlidingWindow::new(limit, w)?, w)
-            }
+            } => Algorithm::Window(SlidingWindow::new(limit, duration_to_nanos(window))?),
             Spec::Window {
                 limit,
                 window,

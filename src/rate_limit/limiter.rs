@@ -19,7 +19,7 @@ use crate::clock::{Clock, Nanos};
 #[derive(Debug)]
 pub(crate) enum State {
     Gcra(Gcra, GcraCell),
-    Window(SlidingWindow, Nanos, WindowCell),
+    Window(SlidingWindow, WindowCell),
     Log(SlidingLog, LogCell),
     KeyedGcra(Gcra, Shards<Nanos>),
     KeyedWindow(SlidingWindow, Shards<WindowState>),
@@ -30,7 +30,7 @@ pub(crate) enum State {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Algorithm {
     Gcra(Gcra),
-    Window(SlidingWindow, Nanos),
+    Window(SlidingWindow),
     Log(SlidingLog),
 }
 
@@ -58,10 +58,10 @@ impl Limiter {
     pub(crate) fn new(algorithm: Algorithm, max_keys: Option<usize>) -> Self {
         let state = match (algorithm, max_keys) {
             (Algorithm::Gcra(g), None) => State::Gcra(g, GcraCell::new()),
-            (Algorithm::Window(sw, w), None) => State::Window(sw, w, WindowCell::new()),
+            (Algorithm::Window(sw), None) => State::Window(sw, WindowCell::new()),
             (Algorithm::Log(log), None) => State::Log(log, LogCell::new(log.limit())),
             (Algorithm::Gcra(g), Some(n)) => State::KeyedGcra(g, Shards::new(n)),
-            (Algorithm::Window(sw, _), Some(n)) => State::KeyedWindow(sw, Shards::new(n)),
+            (Algorithm::Window(sw), Some(n)) => State::KeyedWindow(sw, Shards::new(n)),
             (Algorithm::Log(log), Some(n)) => State::KeyedLog(log, Shards::new(n)),
         };
         Self {
@@ -126,8 +126,8 @@ impl Limiter {
                 let (d, undo) = cell.acquire(g, now, cost, max_wait);
                 self.outcome(d, undo, cost)
             }
-            State::Window(sw, w, cell) => {
-                let (d, undo) = cell.acquire(sw, *w, now, cost);
+            State::Window(sw, cell) => {
+                let (d, undo) = cell.acquire(sw, now, cost);
                 self.outcome(d, undo, cost)
             }
             State::Log(log, cell) => self.outcome(cell.acquire(log, now), Undo::Nothing, cost),
@@ -206,8 +206,8 @@ impl Limiter {
             (State::Gcra(g, cell), Undo::Gcra { tat, cost }) => {
                 cell.release(g, tat, cost);
             }
-            (State::Window(sw, w, cell), Undo::Window { idx, cost }) => {
-                cell.release(sw, *w, self.clock.now(), idx, cost);
+            (State::Window(sw, cell), Undo::Window { idx, cost }) => {
+                cell.release(sw, self.clock.now(), idx, cost);
             }
             (State::KeyedGcra(g, shards), Undo::Gcra { tat, cost }) => shards.update(key, |t| {
                 if *t == tat {

@@ -72,8 +72,7 @@ impl SlidingWindow {
     /// the clock seeming to step back) is kept as is and judged at the start
     /// of its own window: stricter, never looser.
     #[inline]
-    fn rolled(&self, st: WindowState, now: Nanos) -> (WindowState, Nanos) {
-        let k = now / self.window;
+    fn rolled(&self, st: WindowState, now: Nanos, k: u64) -> (WindowState, Nanos) {
         if st.idx >= k {
             let e = if st.idx == k {
                 now - k * self.window
@@ -106,13 +105,31 @@ impl SlidingWindow {
         used <= u128::from(self.limit) * w
     }
 
+    /// The index of the window holding `now`.
+    #[inline]
+    pub(crate) fn index(&self, now: Nanos) -> u64 {
+        now / self.window
+    }
+
     /// The decision for a request of `cost` at `now` (admits only at once).
     #[inline]
     pub(crate) fn decide(&self, st: WindowState, now: Nanos, cost: u64) -> Decision<WindowState> {
+        self.decide_at(st, now, self.index(now), cost)
+    }
+
+    /// [`decide`](Self::decide) with `k = index(now)` already computed.
+    #[inline]
+    pub(crate) fn decide_at(
+        &self,
+        st: WindowState,
+        now: Nanos,
+        k: u64,
+        cost: u64,
+    ) -> Decision<WindowState> {
         if cost > self.limit {
             return Decision::Never;
         }
-        let (st, e) = self.rolled(st, now);
+        let (st, e) = self.rolled(st, now, k);
         if self.fits(st.prev, st.cur, cost, e) {
             return Decision::Admit {
                 state: WindowState {

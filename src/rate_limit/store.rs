@@ -8,9 +8,19 @@
 //! advancing `head` (log). Read-modify-write operations on one location are
 //! totally ordered whatever the ordering argument, so no admission is lost or
 //! doubled; `Acquire`/`Release` pairs only make a slot's content visible with
-//! the `head` that publishes it. The clock is read *after* loading the state,
-//! so a reading is never older than the one that stored the state (on a
-//! monotonic clock); the algorithms still treat an older reading as stricter.
+//! the `head` that publishes it.
+//!
+//! The clock is read once per request, after the first load of the state.
+//! When a compare-and-swap fails, the retry reuses that reading rather than
+//! paying for another (a clock read costs more than the rest of the
+//! decision), so the reading may be older than the state it meets. Each
+//! algorithm takes an older reading as stricter, never looser (GCRA:
+//! `max(tat, now)`; window: judged at the start of the stored window; log:
+//! recorded as the newest time): a stale reading never mints capacity. And a
+//! *refusal* is never based on a stale reading: before refusing after a
+//! failed swap, the clock is read again and the decision retaken (a thread
+//! preempted between its reading and its swap would otherwise be refused
+//! spuriously).
 
 use super::decision::Decision;
 use super::gcra::Gcra;
@@ -49,22 +59,32 @@ impl GcraCell {
     pub(crate) fn acquire(
         &self,
         g: &Gcra,
-        now: impl Fn() -> Nanos,
+        clock: impl Fn() -> Nanos,
         cost: u64,
         max_wait: Nanos,
     ) -> (Decision<Nanos>, Undo) {
         let mut tat = self.tat.load(Ordering::Acquire);
+        let mut now = clock();
+        let mut fresh = true;
         loop {
-            let d = g.decide(tat, now(), cost, max_wait);
+            let d = g.decide(tat, now, cost, max_wait);
             let Decision::Admit { state, .. } = d else {
-                return (d, Undo::Nothing);
+                if fresh {
+                    return (d, Undo::Nothing);
+                }
+                now = clock().max(now);
+                fresh = true;
+                continue;
             };
             match self
                 .tat
                 .compare_exchange_weak(tat, state, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return (d, Undo::Gcra { tat: state, cost }),
-                Err(actual) => tat = actual,
+                Err(actual) => {
+                    tat = actual;
+                    fresh = false;
+                }
             }
         }
     }
@@ -136,17 +156,24 @@ impl WindowCell {
     pub(crate) fn acquire(
         &self,
         sw: &SlidingWindow,
-        window: Nanos,
-        now: impl Fn() -> Nanos,
+        clock: impl Fn() -> Nanos,
         cost: u64,
     ) -> (Decision<WindowState>, Undo) {
         let mut word = self.word.load(Ordering::Acquire);
+        let mut now = clock();
+        let mut k = sw.index(now);
+        let mut fresh = true;
         loop {
-            let t = now();
-            let st = unpack(word, t / window);
-            let d = sw.decide(st, t, cost);
+            let st = unpack(word, k);
+            let d = sw.decide_at(st, now, k, cost);
             let Decision::Admit { state, .. } = d else {
-                return (d, Undo::Nothing);
+                if fresh {
+                    return (d, Undo::Nothing);
+                }
+                now = clock().max(now);
+                k = sw.index(now);
+                fresh = true;
+                continue;
             };
             match self.word.compare_exchange_weak(
                 word,
@@ -163,23 +190,19 @@ impl WindowCell {
                         },
                     );
                 }
-                Err(actual) => word = actual,
+                Err(actual) => {
+                    word = actual;
+                    fresh = false;
+                }
             }
         }
     }
 
     /// Takes `cost` back from window `idx` if it still counts.
-    pub(crate) fn release(
-        &self,
-        sw: &SlidingWindow,
-        window: Nanos,
-        now: Nanos,
-        idx: u64,
-        cost: u64,
-    ) {
+    pub(crate) fn release(&self, sw: &SlidingWindow, now: Nanos, idx: u64, cost: u64) {
         let mut word = self.word.load(Ordering::Acquire);
         loop {
-            let st = unpack(word, (now / window).max(idx));
+            let st = unpack(word, sw.index(now).max(idx));
             let new = pack(sw.undo(st, idx, cost));
             match self
                 .word
@@ -220,8 +243,10 @@ impl LogCell {
     }
 
     #[inline]
-    pub(crate) fn acquire(&self, log: &SlidingLog, now: impl Fn() -> Nanos) -> Decision<Nanos> {
+    pub(crate) fn acquire(&self, log: &SlidingLog, clock: impl Fn() -> Nanos) -> Decision<Nanos> {
         let limit = self.slots.len() as u64;
+        let mut now = None;
+        let mut fresh = true;
         loop {
             let h = self.head.load(Ordering::Acquire);
             let slot = &self.slots[(h % limit) as usize];
@@ -233,9 +258,10 @@ impl LogCell {
                 let _ = self
                     .head
                     .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
+                fresh = false;
                 continue;
             }
-            let t = now();
+            let t = *now.get_or_insert_with(&clock);
             let oldest = (h >= limit).then_some(s & !TAG);
             let newest = if h == 0 {
                 0
@@ -244,7 +270,12 @@ impl LogCell {
             };
             let d = log.decide(oldest, newest, t);
             let Decision::Admit { state, .. } = d else {
-                return d;
+                if fresh {
+                    return d;
+                }
+                now = Some(clock().max(t));
+                fresh = true;
+                continue;
             };
             if slot
                 .compare_exchange(
@@ -260,6 +291,7 @@ impl LogCell {
                     .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
                 return d;
             }
+            fresh = false;
         }
     }
 
