@@ -98,6 +98,8 @@
 //! ready again keeps the same reservation; `call` consumes it; a clone starts
 //! without one. A request whose wait would exceed `max_wait` is refused at
 //! once: `poll_ready` is ready and the response future holds the error.
+//! The reservation is taken before the inner service's own readiness is
+//! awaited, and it counts from its booked time.
 //!
 //! - Token bucket: the reservation books the request's conforming time in
 //!   the bucket, so waiters are admitted in the order they reserved and none
@@ -177,6 +179,9 @@ use store::Undo;
 
 /// A service limited by a [`RateLimitLayer`]. Cheap to clone; clones share
 /// the limiter, and a clone starts with no reservation.
+///
+/// There is no `into_inner`: the service gives a wait-mode reservation back
+/// when dropped, so the inner service cannot be moved out of it.
 pub struct RateLimit<S, K = Unkeyed, C = PerRequest> {
     inner: S,
     limiter: Arc<Limiter>,
@@ -224,14 +229,6 @@ impl<S, K, C> RateLimit<S, K, C> {
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
-    }
-
-    /// The inner service (a reservation held is released).
-    pub fn into_inner(mut self) -> S
-    where
-        S: Default,
-    {
-        mem::take(&mut self.inner)
     }
 
     /// A handle on the shared limiter's counts.

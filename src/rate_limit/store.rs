@@ -327,6 +327,47 @@ mod tests {
     }
 
     #[test]
+    fn backwards_readings_mint_nothing() {
+        let g = Gcra::new(10, 1_000, 2).unwrap(); // T = 100
+        let cell = GcraCell::new();
+        for _ in 0..2 {
+            assert!(matches!(
+                cell.acquire(&g, || 5_000, 1, 0).0,
+                Decision::Admit { .. }
+            ));
+        }
+        // Readings from before the admissions: refused, and the retry is
+        // measured from the stale reading (so never shorter than the truth).
+        for t in [0, 4_000, 5_000] {
+            assert!(matches!(
+                cell.acquire(&g, || t, 1, 0).0,
+                Decision::Deny { .. }
+            ));
+        }
+        let sw = SlidingWindow::new(2, 1_000).unwrap();
+        let cell = WindowCell::new();
+        for _ in 0..2 {
+            assert!(matches!(
+                cell.acquire(&sw, || 7_500, 1).0,
+                Decision::Admit { .. }
+            ));
+        }
+        for t in [0, 6_999, 7_000, 7_999] {
+            assert!(
+                matches!(cell.acquire(&sw, || t, 1).0, Decision::Deny { .. }),
+                "{t}"
+            );
+        }
+        let log = SlidingLog::new(1, 1_000).unwrap();
+        let cell = LogCell::new(1);
+        assert!(matches!(
+            cell.acquire(&log, || 3_000),
+            Decision::Admit { .. }
+        ));
+        assert!(matches!(cell.acquire(&log, || 10), Decision::Deny { .. }));
+    }
+
+    #[test]
     fn log_cell_is_exact() {
         let log = SlidingLog::new(3, 100).unwrap();
         let cell = LogCell::new(3);
