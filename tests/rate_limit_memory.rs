@@ -18,11 +18,13 @@ struct Counting;
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator, only counting sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
+        ALLOCS.fetch_add(1, Relaxed);
         if !p.is_null() {
             let now = CURRENT.fetch_add(layout.size(), Relaxed) + layout.size();
             PEAK.fetch_max(now, Relaxed);
@@ -40,7 +42,72 @@ static GLOBAL: Counting = Counting;
 
 const MIB: usize = 1 << 20;
 
+/// One test function for the whole binary: the allocator's counters are
+/// process-wide, so the two measurements must not run in parallel.
 #[test]
+fn memory() {
+    admitted_calls_allocate_nothing();
+    a_million_unique_keys_stay_under_32_mib();
+}
+
+/// The admitting path allocates nothing: 10,000 admitted calls through each
+/// algorithm (and a keyed limiter on a key it already holds), polled by hand
+/// with a no-op waker.
+fn admitted_calls_allocate_nothing() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let always = |b: palisade::rate_limit::RateLimitBuilder| b.build().unwrap();
+    let layers = [
+        (
+            "token bucket",
+            always(
+                RateLimitLayer::token_bucket(1_000_000_000, Duration::from_secs(1)).burst(1 << 20),
+            ),
+        ),
+        (
+            "sliding window",
+            always(RateLimitLayer::sliding_window(
+                1_000_000,
+                Duration::from_secs(1),
+            )),
+        ),
+        (
+            "sliding log",
+            always(RateLimitLayer::sliding_log(20_000, Duration::from_secs(1))),
+        ),
+    ];
+    let mut cx = Context::from_waker(Waker::noop());
+    let inner = service_fn(|k: u64| async move { Ok::<_, Infallible>(k) });
+    let mut run = |name: &str, svc: &mut dyn FnMut(&mut Context<'_>, u64) -> bool| {
+        assert!(svc(&mut cx, 0), "{name}: warm-up");
+        let before = ALLOCS.load(Relaxed);
+        for i in 0..10_000 {
+            assert!(svc(&mut cx, i), "{name}: refused");
+        }
+        assert_eq!(ALLOCS.load(Relaxed) - before, 0, "{name} allocated");
+    };
+    for (name, layer) in layers {
+        let mut svc = layer.layer(inner);
+        run(name, &mut |cx, i| {
+            assert!(svc.poll_ready(cx).is_ready());
+            let fut = std::pin::pin!(svc.call(i));
+            matches!(fut.poll(cx), Poll::Ready(Ok(_)))
+        });
+    }
+    let keyed = RateLimitLayer::token_bucket(1_000_000_000, Duration::from_secs(1))
+        .burst(1 << 20)
+        .keyed(|_: &u64| "one key")
+        .build()
+        .unwrap();
+    let mut svc = keyed.layer(inner);
+    run("keyed token bucket", &mut |cx, i| {
+        assert!(svc.poll_ready(cx).is_ready());
+        let fut = std::pin::pin!(svc.call(i));
+        matches!(fut.poll(cx), Poll::Ready(Ok(_)))
+    });
+}
+
 fn a_million_unique_keys_stay_under_32_mib() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

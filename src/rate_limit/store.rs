@@ -442,6 +442,32 @@ mod loom_tests {
         });
     }
 
+    /// The packed window counter under three concurrent admissions with a
+    /// limit of 2: exactly two admitted, the word counts exactly two.
+    #[test]
+    fn loom_window_counter_never_exceeds_limit() {
+        loom::model(|| {
+            let sw = SlidingWindow::new(2, 1_000).unwrap();
+            let cell = Arc::new(WindowCell::new());
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let cell = cell.clone();
+                    thread::spawn(move || {
+                        matches!(cell.acquire(&sw, || 1_500, 1).0, Decision::Admit { .. })
+                    })
+                })
+                .collect();
+            let admitted = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|a| *a)
+                .count();
+            assert_eq!(admitted, 2);
+            let st = unpack(cell.word.load(Ordering::Acquire), 1);
+            assert_eq!((st.idx, st.prev, st.cur), (1, 0, 2));
+        });
+    }
+
     /// The lock-free log ring under three concurrent admissions with a
     /// limit of 2: exactly two admitted, head advanced exactly twice.
     #[test]
