@@ -580,3 +580,16 @@ async fn an_evicted_key_behaves_like_a_new_one() {
         assert_eq!(layer.handle().keys(), 1);
     }
 }
+
+/// Services and layers can cross threads (axum, tonic and `Buffer` need it).
+#[test]
+fn services_and_layers_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RateLimitLayer>();
+    send_sync::<RateLimit<Mock>>();
+    send_sync::<RateLimitHandle>();
+    send_sync::<palisade::rate_limit::ResponseFuture<std::future::Ready<()>>>();
+    type Keyed = palisade::rate_limit::KeyBy<fn(&u64) -> u64>;
+    send_sync::<RateLimitLayer<Keyed>>();
+    send_sync::<RateLimit<Mock, Keyed>>();
+}

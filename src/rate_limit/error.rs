@@ -30,6 +30,10 @@ use std::time::Duration;
 /// earlier is refused, a retry at it is admitted (when no other request took
 /// the capacity first). It is never zero. Round it *up* for an HTTP
 /// `Retry-After` header (seconds), or clients retry too early.
+///
+/// One exception: a keyed limiter refusing a *new* key because its key
+/// bound is full of active keys reports the earliest time a held key can go
+/// idle and make room (a lower bound), with `remaining: 0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimited {
