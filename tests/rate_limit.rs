@@ -593,3 +593,33 @@ fn services_and_layers_are_send_and_sync() {
     send_sync::<RateLimitLayer<Keyed>>();
     send_sync::<RateLimit<Mock, Keyed>>();
 }
+
+/// Wait mode on the windows: a reservation dropped unused is taken back
+/// from the counter; the log keeps it (documented: a lock-free ring cannot
+/// take an entry back).
+#[tokio::test(start_paused = true)]
+async fn window_reservations_dropped_unused() {
+    let layer = RateLimitLayer::sliding_window(2, Duration::from_secs(1))
+        .wait(ms(10))
+        .build()
+        .unwrap();
+    let (mut a, _) = service(&layer);
+    send(&mut a, 0).await.unwrap();
+    let mut b = a.clone();
+    b.ready().await.unwrap(); // reserves the second unit
+    drop(b); // ...and gives it back
+    send(&mut a, 1).await.unwrap();
+    assert!(send(&mut a, 2).await.is_err());
+    assert_eq!(layer.handle().admitted(), 2);
+
+    let layer = RateLimitLayer::sliding_log(2, Duration::from_secs(1))
+        .wait(ms(10))
+        .build()
+        .unwrap();
+    let (mut a, _) = service(&layer);
+    send(&mut a, 0).await.unwrap();
+    let mut b = a.clone();
+    b.ready().await.unwrap();
+    drop(b); // the entry stays in the log
+    assert!(send(&mut a, 1).await.is_err());
+}

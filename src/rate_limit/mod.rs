@@ -61,7 +61,9 @@
 //! traffic can briefly exceed `limit` over a sliding window (the price of
 //! two numbers per key; use the log when that matters). **Full rate:** under
 //! sustained demand each window after the first admits at least `limit - 1`
-//! (no under-admission beyond one request per window). Limits up to
+//! (no under-admission beyond one request per window; with a limit of 1 that
+//! means one request every other window, so prefer the token bucket or the
+//! log for very small limits). Limits up to
 //! 1,048,575 (counts are 20-bit fields of the one atomic word).
 //!
 //! ## Sliding-window log
@@ -127,8 +129,13 @@
 //! all are active, the **new key is refused** (`RateLimited` with
 //! `remaining: 0`) rather than evicting an active key, which would hand that
 //! key a fresh limit. A flood of unique keys therefore costs at most `n`
-//! entries and O(1) per refused key. Keys are stored as 64-bit hashes under
-//! a random seed (see [`keyed`](self) internals in the source).
+//! entries and O(1) per refused key. The bound is split across up to 64
+//! shards, so a new key can be refused when its own shard is full slightly
+//! before `n` keys are held in total. Keys are stored as 64-bit hashes under
+//! a per-limiter random seed: two distinct keys share a limit only on a hash
+//! collision (about `n² / 2^65` for `n` keys held), which the random seed
+//! keeps an attacker from aiming for. Keyed limiters decide in `call` (the
+//! key comes from the request), so they have no wait mode.
 //!
 //! # Counts and tracing
 //!
