@@ -61,9 +61,16 @@ where
     })
 }
 
+/// 256 cases per property; failing seeds are kept beside this file (as
+/// governor keeps its own) so a failure replays first on the next run.
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/rate_limit_props.proptest-regressions",
+            ),
+        )),
         ..ProptestConfig::default()
     }
 }
