@@ -46,21 +46,20 @@ pub(crate) async fn run() {
     let buckets = [
         (
             "token bucket, burst 3",
-            RateLimitLayer::token_bucket(10, Duration::from_secs(1))
-                .burst(3)
-                .build(),
+            RateLimitLayer::token_bucket(10, Duration::from_secs(1)).burst(3),
         ),
         (
             "sliding window counter, 10 per 1 s",
-            RateLimitLayer::sliding_window(10, Duration::from_secs(1)).build(),
+            RateLimitLayer::sliding_window(10, Duration::from_secs(1)),
         ),
         (
             "sliding log (exact), 10 per 1 s",
-            RateLimitLayer::sliding_log(10, Duration::from_secs(1)).build(),
+            RateLimitLayer::sliding_log(10, Duration::from_secs(1)),
         ),
     ];
-    for (name, layer) in buckets {
-        let layer = layer.expect("valid limiter");
+    for (name, builder) in buckets {
+        // Built here, so each limiter's clock starts at its own t=0.
+        let layer = builder.build().expect("valid limiter");
         println!(" {name}:");
         let mut svc = layer.layer(upstream());
         ticks(&mut svc, 6, 5, Duration::from_millis(100)).await;
