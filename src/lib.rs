@@ -13,6 +13,8 @@
 //!   retry budget and server hints (`Retry-After`).
 //! - [`batch`]: fan a list of requests out and settle every one, in order
 //!   ([`BatchLayer`], [`batch::settle_all`]).
+//! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
+//!   sliding log, unkeyed or per key, refusing at once or waiting.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -25,6 +27,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod classify;
+pub mod rate_limit;
 pub mod retry;
 
 mod clock;
@@ -34,6 +37,7 @@ mod sync;
 pub use backoff::{Backoff, Jitter};
 pub use batch::BatchLayer;
 pub use classify::{Classify, Outcome};
+pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};
 
 /// The error type of layers that add failures of their own, tower's

@@ -5,8 +5,9 @@
 //! runs at full speed whatever durations it shows.
 
 mod backoff;
-mod retry;
 mod batch;
+mod rate_limit;
+mod retry;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
@@ -14,4 +15,5 @@ async fn main() {
     backoff::run();
     retry::run().await;
     batch::run().await;
+    rate_limit::run().await;
 }

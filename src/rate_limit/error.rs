@@ -1,0 +1,136 @@
+//! The errors a rate limiter adds, and the errors of building one.
+//!
+//! A rejected request fails with a [`BoxError`](crate::BoxError) wrapping
+//! either [`RateLimited`] ("not now": try again after `retry_after`) or
+//! [`InsufficientCapacity`] ("never": the request costs more than the limiter
+//! can ever admit at once). Downcast to tell them apart:
+//!
+//! ```
+//! use palisade::rate_limit::{InsufficientCapacity, RateLimited};
+//!
+//! fn status(err: &palisade::BoxError) -> u16 {
+//!     if err.is::<RateLimited>() {
+//!         429
+//!     } else if err.is::<InsufficientCapacity>() {
+//!         413
+//!     } else {
+//!         500
+//!     }
+//! }
+//! # let _ = status;
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+/// "Not now": the limiter refused this request; the same request would be
+/// admitted after `retry_after` if nothing else is admitted meanwhile.
+///
+/// `retry_after` is exact on the limiter's clock: a retry even one nanosecond
+/// earlier is refused, a retry at it is admitted (when no other request took
+/// the capacity first). It is never zero. Round it *up* for an HTTP
+/// `Retry-After` header (seconds), or clients retry too early.
+///
+/// One exception: a keyed limiter refusing a *new* key because its key
+/// bound is full of active keys reports the earliest time a held key can go
+/// idle and make room (a lower bound), with `remaining: 0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimited {
+    /// How long until this request would be admitted. Never zero.
+    pub retry_after: Duration,
+    /// The limit: the burst of a token bucket, the per-window limit of a
+    /// sliding window.
+    pub limit: u64,
+    /// Capacity left at the moment of refusal, in cost units (lower than the
+    /// request's cost; often zero).
+    pub remaining: u64,
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limited: retry after {:?} (limit {}, remaining {})",
+            self.retry_after, self.limit, self.remaining
+        )
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// "Never": the request's cost is above what the limiter can admit at once
+/// (a token bucket's burst, a window's limit). Waiting does not help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InsufficientCapacity {
+    /// The request's cost.
+    pub cost: u64,
+    /// The most the limiter admits at once.
+    pub capacity: u64,
+}
+
+impl fmt::Display for InsufficientCapacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request cost {} exceeds the limiter's capacity {}",
+            self.cost, self.capacity
+        )
+    }
+}
+
+impl std::error::Error for InsufficientCapacity {}
+
+/// Why a rate limiter could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A token bucket with a rate of zero would admit nothing.
+    #[error("rate must be at least 1")]
+    ZeroRate,
+    /// The period of a token bucket must be positive.
+    #[error("period must be positive")]
+    ZeroPeriod,
+    /// A token bucket with a burst of zero would admit nothing.
+    #[error("burst must be at least 1")]
+    ZeroBurst,
+    /// A window limit of zero would admit nothing.
+    #[error("window limit must be at least 1")]
+    ZeroLimit,
+    /// The window length must be positive.
+    #[error("window must be positive")]
+    ZeroWindow,
+    /// A keyed limiter must be allowed to hold at least one key.
+    #[error("max_keys must be at least 1")]
+    ZeroMaxKeys,
+    /// More than one request per nanosecond cannot be represented.
+    #[error("rate above one request per nanosecond")]
+    RateTooHigh,
+    /// A duration or product of settings overflows 584 years of nanoseconds.
+    #[error("settings overflow the clock's range")]
+    Overflow,
+    /// The limit is above what this algorithm stores (`max` is the largest
+    /// accepted).
+    #[error("limit above {max} for this algorithm")]
+    LimitTooLarge {
+        /// The largest accepted limit.
+        max: u64,
+    },
+    /// `burst` applies to the token bucket only.
+    #[error("burst applies to the token bucket only")]
+    BurstNotApplicable,
+    /// `exact` applies to the sliding window only.
+    #[error("exact applies to the sliding window only")]
+    ExactNotApplicable,
+    /// `max_keys` without `keyed`.
+    #[error("max_keys needs a keyed limiter")]
+    MaxKeysWithoutKey,
+    /// Wait mode waits in `poll_ready`, which sees no request: it needs an
+    /// unkeyed limiter without a per-request cost.
+    #[error("wait mode needs an unkeyed limiter without a cost function")]
+    WaitNeedsUnkeyed,
+    /// The exact sliding log counts requests; it takes no cost function.
+    #[error("the sliding log counts requests and takes no cost function")]
+    CostWithLog,
+}

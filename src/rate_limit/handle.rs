@@ -1,0 +1,126 @@
+//! Counts readable while the limiter runs.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::keyed::Padded;
+use super::limiter::Limiter;
+
+const STRIPES: usize = 16;
+
+/// Admitted and rejected counts, striped across cache lines so that threads
+/// admitting at once do not contend on one counter (a relaxed increment on
+/// a line of their own); a read sums the stripes.
+pub(crate) struct Counters {
+    admitted: [Padded<AtomicU64>; STRIPES],
+    rejected: AtomicU64,
+}
+
+impl fmt::Debug for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Counters")
+            .field("admitted", &self.admitted())
+            .field("rejected", &self.rejected())
+            .finish()
+    }
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
+}
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Self {
+            admitted: std::array::from_fn(|_| Padded(AtomicU64::new(0))),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn admit(&self) {
+        self.admitted[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rejections are the slow path: one shared counter is enough.
+    pub(crate) fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn admitted(&self) -> u64 {
+        self.admitted
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads a limiter's counts. Cheap to clone; shared with every service the
+/// layer produced.
+///
+/// ```
+/// use palisade::RateLimitLayer;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = RateLimitLayer::token_bucket(10, Duration::from_secs(1)).build()?;
+/// let handle = layer.handle();
+/// assert_eq!((handle.admitted(), handle.rejected(), handle.keys()), (0, 0, 0));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RateLimitHandle {
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+impl fmt::Debug for RateLimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitHandle")
+            .field("admitted", &self.admitted())
+            .field("rejected", &self.rejected())
+            .field("keys", &self.keys())
+            .finish()
+    }
+}
+
+impl RateLimitHandle {
+    /// Requests admitted (passed to the inner service) so far.
+    pub fn admitted(&self) -> u64 {
+        self.limiter.counters.admitted()
+    }
+
+    /// Requests refused so far (`RateLimited` or `InsufficientCapacity`).
+    pub fn rejected(&self) -> u64 {
+        self.limiter.counters.rejected()
+    }
+
+    /// Keys held by a keyed limiter (0 for an unkeyed one). Locks each shard
+    /// in turn: for monitoring, not for the hot path.
+    pub fn keys(&self) -> usize {
+        self.limiter.keys()
+    }
+
+    /// The limit: a token bucket's burst, a window's limit.
+    pub fn limit(&self) -> u64 {
+        self.limiter.limit()
+    }
+}

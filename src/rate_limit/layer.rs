@@ -1,0 +1,317 @@
+//! The layer and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::RateLimit;
+use super::error::ConfigError;
+use super::gcra::Gcra;
+use super::handle::RateLimitHandle;
+use super::limiter::{Algorithm, Limiter};
+use super::request::{CostBy, KeyBy, PerRequest, Unkeyed};
+use super::sliding_log::SlidingLog;
+use super::sliding_window::SlidingWindow;
+use crate::clock::{Nanos, duration_to_nanos};
+
+/// The bound on keys held when `keyed` is set without `max_keys`.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// Applies a rate limit to a service. Build it with
+/// [`token_bucket`](RateLimitLayer::token_bucket),
+/// [`sliding_window`](RateLimitLayer::sliding_window) or
+/// [`sliding_log`](RateLimitLayer::sliding_log), then
+/// [`build`](RateLimitBuilder::build).
+///
+/// The limiter's state is created by `build()`: every service this layer
+/// value produces, and every clone of them, shares it. Build the layer once
+/// and reuse it; building twice makes two independent limits.
+///
+/// ```
+/// use palisade::RateLimitLayer;
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+///
+/// # fn main() -> Result<(), palisade::rate_limit::ConfigError> {
+/// let layer = RateLimitLayer::token_bucket(100, Duration::from_secs(1))
+///     .burst(20)
+///     .build()?;
+/// let svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service_fn(|req: u32| async move { Ok::<_, std::convert::Infallible>(req) });
+/// # let _ = svc;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RateLimitLayer<K = Unkeyed, C = PerRequest> {
+    pub(crate) limiter: Arc<Limiter>,
+    key: K,
+    cost: C,
+    max_wait: Option<Nanos>,
+}
+
+impl<K: Clone, C: Clone> Clone for RateLimitLayer<K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            key: self.key.clone(),
+            cost: self.cost.clone(),
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+impl<K, C> fmt::Debug for RateLimitLayer<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("algorithm", &self.limiter.algorithm_name())
+            .field("limit", &self.limiter.limit())
+            .field("keyed", &self.limiter.is_keyed())
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A token bucket: `rate` units of cost per `period`, at most `burst`
+    /// (default 1) at once. See [the module docs](super#token-bucket-gcra)
+    /// for the exact guarantee.
+    pub fn token_bucket(rate: u64, period: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Spec::TokenBucket {
+            rate,
+            period,
+            burst: None,
+        })
+    }
+
+    /// A sliding-window counter: at most `limit` per `window`, estimated
+    /// from two counts (cheap, approximate; see
+    /// [the module docs](super#sliding-window-counter)). `.exact()` turns it
+    /// into the exact [`sliding_log`](Self::sliding_log).
+    pub fn sliding_window(limit: u64, window: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Spec::Window {
+            limit,
+            window,
+            exact: false,
+        })
+    }
+
+    /// A sliding-window log: never more than `limit` in any window of
+    /// `window` (exact; one timestamp per admission in the window).
+    pub fn sliding_log(limit: u64, window: Duration) -> RateLimitBuilder {
+        RateLimitBuilder::new(Spec::Window {
+            limit,
+            window,
+            exact: true,
+        })
+    }
+}
+
+impl<K, C> RateLimitLayer<K, C> {
+    /// A handle on this limiter's counts, shared with every service the
+    /// layer produces.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle {
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+impl<S, K: Clone, C: Clone> Layer<S> for RateLimitLayer<K, C> {
+    type Service = RateLimit<S, K, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(
+            inner,
+            self.limiter.clone(),
+            self.key.clone(),
+            self.cost.clone(),
+            self.max_wait,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Spec {
+    TokenBucket {
+        rate: u64,
+        period: Duration,
+        burst: Option<u64>,
+    },
+    Window {
+        limit: u64,
+        window: Duration,
+        exact: bool,
+    },
+}
+
+/// Configures a [`RateLimitLayer`]; nothing is checked until
+/// [`build`](Self::build), which reports the first problem.
+pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest> {
+    spec: Spec,
+    wait: Option<Duration>,
+    max_keys: Option<usize>,
+    keyed: bool,
+    costed: bool,
+    misuse: Option<ConfigError>,
+    key: K,
+    cost: C,
+}
+
+impl<K, C> fmt::Debug for RateLimitBuilder<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("spec", &self.spec)
+            .field("wait", &self.wait)
+            .field("max_keys", &self.max_keys)
+            .field("keyed", &self.keyed)
+            .field("costed", &self.costed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitBuilder {
+    fn new(spec: Spec) -> Self {
+        Self {
+            spec,
+            wait: None,
+            max_keys: None,
+            keyed: false,
+            costed: false,
+            misuse: None,
+            key: Unkeyed,
+            cost: PerRequest,
+        }
+    }
+}
+
+impl<K, C> RateLimitBuilder<K, C> {
+    fn misuse(mut self, e: ConfigError) -> Self {
+        self.misuse.get_or_insert(e);
+        self
+    }
+
+    /// The token bucket's burst: the most cost admitted at once (default 1,
+    /// which spaces requests evenly). Token bucket only.
+    pub fn burst(mut self, burst: u64) -> Self {
+        match &mut self.spec {
+            Spec::TokenBucket { burst: b, .. } => {
+                *b = Some(burst);
+                self
+            }
+            Spec::Window { .. } => self.misuse(ConfigError::BurstNotApplicable),
+        }
+    }
+
+    /// Makes a sliding window exact: the sliding log. Sliding window only.
+    pub fn exact(mut self) -> Self {
+        match &mut self.spec {
+            Spec::Window { exact, .. } => {
+                *exact = true;
+                self
+            }
+            Spec::TokenBucket { .. } => self.misuse(ConfigError::ExactNotApplicable),
+        }
+    }
+
+    /// Wait mode: `poll_ready` waits up to `max_wait` for capacity instead
+    /// of refusing at once; a request whose wait would exceed it is refused
+    /// at once. Unkeyed limiters without a cost function only (the request
+    /// is not known in `poll_ready`). See
+    /// [the module docs](super#wait-mode).
+    pub fn wait(mut self, max_wait: Duration) -> Self {
+        self.wait = Some(max_wait);
+        self
+    }
+
+    /// The most keys held at once by a keyed limiter (default
+    /// [`DEFAULT_MAX_KEYS`]).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// Limits each key separately; `extract` reads the key from the request
+    /// (client IP, API key, tenant). Keyed limiters decide in `call`.
+    pub fn keyed<F>(self, extract: F) -> RateLimitBuilder<KeyBy<F>, C> {
+        RateLimitBuilder {
+            spec: self.spec,
+            wait: self.wait,
+            max_keys: self.max_keys,
+            keyed: true,
+            costed: self.costed,
+            misuse: self.misuse,
+            key: KeyBy(extract),
+            cost: self.cost,
+        }
+    }
+
+    /// Charges each request `cost(&request)` units instead of 1 (token
+    /// bucket and sliding-window counter). A cost above the burst or limit
+    /// fails with [`InsufficientCapacity`](super::InsufficientCapacity); a
+    /// cost of 0 passes without being counted against the limit.
+    pub fn cost<F>(self, cost: F) -> RateLimitBuilder<K, CostBy<F>> {
+        RateLimitBuilder {
+            spec: self.spec,
+            wait: self.wait,
+            max_keys: self.max_keys,
+            keyed: self.keyed,
+            costed: true,
+            misuse: self.misuse,
+            key: self.key,
+            cost: CostBy(cost),
+        }
+    }
+
+    /// Checks the settings and creates the limiter's state (once: every
+    /// service from the returned layer shares it).
+    pub fn build(self) -> Result<RateLimitLayer<K, C>, ConfigError> {
+        if let Some(e) = self.misuse {
+            return Err(e);
+        }
+        let algorithm = match self.spec {
+            Spec::TokenBucket {
+                rate,
+                period,
+                burst,
+            } => Algorithm::Gcra(Gcra::new(
+                rate,
+                duration_to_nanos(period),
+                burst.unwrap_or(1),
+            )?),
+            Spec::Window {
+                limit,
+                window,
+                exact: false,
+            } => Algorithm::Window(SlidingWindow::new(limit, duration_to_nanos(window))?),
+            Spec::Window {
+                limit,
+                window,
+                exact: true,
+            } => {
+                if self.costed {
+                    return Err(ConfigError::CostWithLog);
+                }
+                let w = duration_to_nanos(window);
+                Algorithm::Log(SlidingLog::new(limit, w)?)
+            }
+        };
+        if self.wait.is_some() && (self.keyed || self.costed) {
+            return Err(ConfigError::WaitNeedsUnkeyed);
+        }
+        let max_keys = match (self.keyed, self.max_keys) {
+            (false, Some(_)) => return Err(ConfigError::MaxKeysWithoutKey),
+            (false, None) => None,
+            (true, Some(0)) => return Err(ConfigError::ZeroMaxKeys),
+            (true, n) => Some(n.unwrap_or(DEFAULT_MAX_KEYS)),
+        };
+        Ok(RateLimitLayer {
+            limiter: Arc::new(Limiter::new(algorithm, max_keys)),
+            key: self.key,
+            cost: self.cost,
+            max_wait: self.wait.map(duration_to_nanos),
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! One limiter: an algorithm, its storage (unkeyed cell or keyed shards),
+//! the clock, and the counts. Created once in `build()`, shared by `Arc`.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::time::Duration;
+
+use super::decision::Decision;
+use super::error::{InsufficientCapacity, RateLimited};
+use super::gcra::Gcra;
+use super::handle::Counters;
+use super::keyed::{Access, LogRing, Shards};
+use super::sliding_log::SlidingLog;
+use super::sliding_window::{SlidingWindow, WindowState};
+use super::store::{GcraCell, LogCell, Undo, WindowCell};
+use crate::clock::{Clock, Nanos};
+
+/// An algorithm with its storage: one match per request picks both.
+#[derive(Debug)]
+pub(crate) enum State {
+    Gcra(Gcra, GcraCell),
+    Window(SlidingWindow, WindowCell),
+    Log(SlidingLog, LogCell),
+    KeyedGcra(Gcra, Shards<Nanos>),
+    KeyedWindow(SlidingWindow, Shards<WindowState>),
+    KeyedLog(SlidingLog, Shards<LogRing>),
+}
+
+/// The algorithm alone, as configured (before storage is chosen).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Algorithm {
+    Gcra(Gcra),
+    Window(SlidingWindow),
+    Log(SlidingLog),
+}
+
+/// What the limiter answers one request.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Admitted, conforming at `at` (later than now only in wait mode).
+    Admit { at: Nanos, undo: Undo },
+    /// Not now.
+    Deny(RateLimited),
+    /// Never.
+    Never(InsufficientCapacity),
+}
+
+/// A limiter and its counts.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    pub(crate) state: State,
+    pub(crate) clock: Clock,
+    pub(crate) counters: Counters,
+    hasher: RandomState,
+}
+
+impl Limiter {
+    pub(crate) fn new(algorithm: Algorithm, max_keys: Option<usize>) -> Self {
+        let state = match (algorithm, max_keys) {
+            (Algorithm::Gcra(g), None) => State::Gcra(g, GcraCell::new()),
+            (Algorithm::Window(sw), None) => State::Window(sw, WindowCell::new()),
+            (Algorithm::Log(log), None) => State::Log(log, LogCell::new(log.limit())),
+            (Algorithm::Gcra(g), Some(n)) => State::KeyedGcra(g, Shards::new(n)),
+            (Algorithm::Window(sw), Some(n)) => State::KeyedWindow(sw, Shards::new(n)),
+            (Algorithm::Log(log), Some(n)) => State::KeyedLog(log, Shards::new(n)),
+        };
+        Self {
+            state,
+            clock: Clock::new(),
+            counters: Counters::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Whether requests are told apart by key.
+    #[inline]
+    pub(crate) fn is_keyed(&self) -> bool {
+        matches!(
+            self.state,
+            State::KeyedGcra(..) | State::KeyedWindow(..) | State::KeyedLog(..)
+        )
+    }
+
+    /// The key as stored: a hash under this limiter's random seed.
+    #[inline]
+    pub(crate) fn hash_key<K: Hash>(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The limit reported in errors and by the handle.
+    pub(crate) fn limit(&self) -> u64 {
+        match &self.state {
+            State::Gcra(g, _) | State::KeyedGcra(g, _) => g.burst(),
+            State::Window(sw, ..) | State::KeyedWindow(sw, _) => sw.limit(),
+            State::Log(log, _) | State::KeyedLog(log, _) => log.limit(),
+        }
+    }
+
+    /// The algorithm's name, for `Debug`.
+    pub(crate) fn algorithm_name(&self) -> &'static str {
+        match &self.state {
+            State::Gcra(..) | State::KeyedGcra(..) => "token bucket",
+            State::Window(..) | State::KeyedWindow(..) => "sliding window",
+            State::Log(..) | State::KeyedLog(..) => "sliding log",
+        }
+    }
+
+    /// Keys held (0 when unkeyed).
+    pub(crate) fn keys(&self) -> usize {
+        match &self.state {
+            State::KeyedGcra(_, s) => s.len(),
+            State::KeyedWindow(_, s) => s.len(),
+            State::KeyedLog(_, s) => s.len(),
+            _ => 0,
+        }
+    }
+
+    /// Decides for one request of `cost` (for `key`, when keyed), allowing
+    /// it to conform up to `max_wait` from now (token bucket only; the
+    /// windows admit only at once), and stores the admission.
+    #[inline]
+    pub(crate) fn acquire(&self, key: u64, cost: u64, max_wait: Nanos) -> Outcome {
+        let now = || self.clock.now();
+        match &self.state {
+            State::Gcra(g, cell) => {
+                let (d, undo) = cell.acquire(g, now, cost, max_wait);
+                self.outcome(d, undo, cost)
+            }
+            State::Window(sw, cell) => {
+                let (d, undo) = cell.acquire(sw, now, cost);
+                self.outcome(d, undo, cost)
+            }
+            State::Log(log, cell) => self.outcome(cell.acquire(log, now), Undo::Nothing, cost),
+            State::KeyedGcra(g, shards) => {
+                let a = shards.access(
+                    key,
+                    now,
+                    || 0,
+                    |tat| g.idle_at(*tat),
+                    |tat, t| {
+                        let d = g.decide(*tat, t, cost, max_wait);
+                        if let Decision::Admit { state, .. } = d {
+                            *tat = state;
+                            return (d, true);
+                        }
+                        (d, false)
+                    },
+                );
+                self.keyed_outcome(a, cost, |d| match d {
+                    Decision::Admit { state, .. } => Undo::Gcra { tat: *state, cost },
+                    _ => Undo::Nothing,
+                })
+            }
+            State::KeyedWindow(sw, shards) => {
+                let a = shards.access(
+                    key,
+                    now,
+                    WindowState::default,
+                    |st| sw.idle_at(*st),
+                    |st, t| {
+                        let d = sw.decide(*st, t, cost);
+                        if let Decision::Admit { state, .. } = d {
+                            *st = state;
+                            return (d, true);
+                        }
+                        (d, false)
+                    },
+                );
+                self.keyed_outcome(a, cost, |d| match d {
+                    Decision::Admit { state, .. } => Undo::Window {
+                        idx: state.idx,
+                        cost,
+                    },
+                    _ => Undo::Nothing,
+                })
+            }
+            State::KeyedLog(log, shards) => {
+                let limit = log.limit() as usize;
+                let a = shards.access(
+                    key,
+                    now,
+                    VecDeque::new,
+                    |ring| log.idle_at(ring.back().copied().unwrap_or(0)),
+                    |ring, t| {
+                        let oldest = (ring.len() == limit).then(|| ring[0]);
+                        let newest = ring.back().copied().unwrap_or(0);
+                        let d = log.decide(oldest, newest, t);
+                        if let Decision::Admit { state, .. } = d {
+                            if ring.len() == limit {
+                                ring.pop_front();
+                            }
+                            ring.push_back(state);
+                            return (d, true);
+                        }
+                        (d, false)
+                    },
+                );
+                self.keyed_outcome(a, cost, |_| Undo::Nothing)
+            }
+        }
+    }
+
+    /// Takes back an admission that was never used, where the algorithm can.
+    pub(crate) fn release(&self, key: u64, undo: Undo) {
+        match (&self.state, undo) {
+            (State::Gcra(g, cell), Undo::Gcra { tat, cost }) => {
+                cell.release(g, tat, cost);
+            }
+            (State::Window(sw, cell), Undo::Window { idx, cost }) => {
+                cell.release(sw, self.clock.now(), idx, cost);
+            }
+            (State::KeyedGcra(g, shards), Undo::Gcra { tat, cost }) => shards.update(key, |t| {
+                if *t == tat {
+                    *t = g.undo(tat, cost);
+                }
+            }),
+            (State::KeyedWindow(sw, shards), Undo::Window { idx, cost }) => {
+                shards.update(key, |st| *st = sw.undo(*st, idx, cost));
+            }
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn outcome<S>(&self, d: Decision<S>, undo: Undo, cost: u64) -> Outcome {
+        match d {
+            Decision::Admit { at, .. } => Outcome::Admit { at, undo },
+            Decision::Deny {
+                retry_after,
+                remaining,
+            } => Outcome::Deny(RateLimited {
+                retry_after: Duration::from_nanos(retry_after),
+                limit: self.limit(),
+                remaining,
+            }),
+            Decision::Never => Outcome::Never(InsufficientCapacity {
+                cost,
+                capacity: self.limit(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn keyed_outcome<S>(
+        &self,
+        a: Access<Decision<S>>,
+        cost: u64,
+        undo: impl FnOnce(&Decision<S>) -> Undo,
+    ) -> Outcome {
+        match a {
+            Access::Decided(d) => {
+                let u = undo(&d);
+                self.outcome(d, u, cost)
+            }
+            Access::Full { retry_after } => Outcome::Deny(RateLimited {
+                retry_after: Duration::from_nanos(retry_after),
+                limit: self.limit(),
+                remaining: 0,
+            }),
+        }
+    }
+}

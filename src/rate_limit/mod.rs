@@ -1,0 +1,416 @@
+//! Rate limiting: a token bucket (GCRA), a sliding-window counter and an
+//! exact sliding-window log behind one layer, unkeyed or per key, refusing
+//! at once or waiting up to a bound.
+//!
+//! ```
+//! use palisade::RateLimitLayer;
+//! use palisade::rate_limit::RateLimited;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! // 10 per second, at most 2 at once.
+//! let layer = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
+//!     .burst(2)
+//!     .build()?;
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) });
+//!
+//! assert_eq!(svc.ready().await?.call(1).await?, 1);
+//! assert_eq!(svc.ready().await?.call(2).await?, 2);
+//! let err = svc.ready().await?.call(3).await.unwrap_err();
+//! let limited = err.downcast_ref::<RateLimited>().unwrap();
+//! assert_eq!(limited.retry_after, Duration::from_millis(100));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Algorithms and what each guarantees
+//!
+//! All three read time from `tokio::time::Instant` (they follow paused time
+//! in tests) and are written as a pure decision over `(state, now, config)`,
+//! separate from where the state is stored, so the same arithmetic serves the
+//! lock-free unkeyed cell, the keyed map and a shared store.
+//!
+//! ## Token bucket (GCRA)
+//!
+//! `token_bucket(rate, period).burst(b)`: emission interval
+//! `T = period / rate`, rounded *up* to a whole nanosecond (rounding never
+//! exceeds the rate). State: one `AtomicU64`, updated by one
+//! compare-and-swap. **Guarantee:** in any closed interval `[t, t + d]`, the
+//! cost admitted is at most `b + floor(d / T)`. So the first `period` can
+//! admit `b + rate` on a closed interval, `b + rate - 1` on a half-open one:
+//! with the default burst of 1, never more than `rate` in any half-open
+//! window of length `period`; with `burst(20)` and 100 per second, up to 119
+//! in the first second (governor #219). **Full rate:** it is the exact token
+//! bucket (capacity `b`, one unit per `T`): a request is refused only when
+//! fewer than its cost are available, so under sustained demand it admits
+//! `b + floor(d / T)` over `[0, d]`. A cost above `b` fails with
+//! [`InsufficientCapacity`], never with [`RateLimited`].
+//!
+//! ## Sliding-window counter
+//!
+//! `sliding_window(limit, window)`: two counts per key (this window's and the
+//! previous one's, weighted by how much of it the last `window` still
+//! covers), compared exactly in integers. **Guarantee:** at most `limit` in
+//! every aligned window `[kW, (k+1)W)`, hence at most `2 * limit` in any
+//! window of length `W`: it assumes the previous window's requests were
+//! spread evenly, so a burst at the end of one window followed by steady
+//! traffic can briefly exceed `limit` over a sliding window (the price of
+//! two numbers per key; use the log when that matters). **Full rate:** under
+//! sustained demand each window after the first admits at least `limit - 1`
+//! (no under-admission beyond one request per window; with a limit of 1 that
+//! means one request every other window, so prefer the token bucket or the
+//! log for very small limits). Limits up to
+//! 1,048,575 (counts are 20-bit fields of the one atomic word).
+//!
+//! ## Sliding-window log
+//!
+//! `sliding_log(limit, window)` or `sliding_window(..).exact()`: the times of
+//! the last `limit` admissions. **Guarantee:** never more than `limit` in any
+//! half-open window `[t, t + W)`. **Full rate:** a request is refused only
+//! when `limit` admissions lie in the last `W`, and `retry_after` is when the
+//! oldest of them leaves. Costs `8 * limit` bytes per key; counts requests
+//! (no cost function). Unkeyed, it is a lock-free ring.
+//!
+//! # Where the decision is taken
+//!
+//! - **Reject mode** (default): the limiter decides in `call`, where the
+//!   request (its key, its cost) is known. A refused request's response
+//!   future resolves at once to a [`BoxError`] (tower's convention) holding
+//!   [`RateLimited`] or [`InsufficientCapacity`], and the inner service is
+//!   not called; `poll_ready` only forwards the inner service's readiness,
+//!   so nothing is reserved and nothing needs releasing. (axum treats
+//!   services as always ready; this mode suits it.)
+//! - **Wait mode** (`.wait(max_wait)`, unkeyed without a cost function): the
+//!   limiter decides in `poll_ready`, which returns `Pending` until the
+//!   request may go, see below.
+//!
+//! `retry_after` is exact on the limiter's clock: refused a nanosecond
+//! before it, admitted at it (if nothing else took the capacity), and never
+//! zero while limited.
+//!
+//! # Wait mode
+//!
+//! `poll_ready` reserves capacity and waits for it with one
+//! `tokio::time::Sleep` per service instance, created the first time that
+//! instance waits and reset after (no timer allocated per call). Polling
+//! ready again keeps the same reservation; `call` consumes it; a clone starts
+//! without one. A request whose wait would exceed `max_wait` is refused at
+//! once: `poll_ready` is ready and the response future holds the error.
+//! The reservation is taken before the inner service's own readiness is
+//! awaited, and it counts from its booked time.
+//!
+//! - Token bucket: the reservation books the request's conforming time in
+//!   the bucket, so waiters are admitted in the order they reserved and none
+//!   beyond the limit. A waiter (or ready service) dropped unused gives its
+//!   reservation back when nobody reserved after it; otherwise the slot it
+//!   booked (one emission interval per unit of cost) passes unused: capacity
+//!   is lost for at most one emission interval, never handed out twice.
+//! - Sliding window: a waiter sleeps until `retry_after`, tries again
+//!   (another caller may have taken the capacity), and is refused when the
+//!   bound passes. An admission reserved and dropped unused is taken back
+//!   from its window's count.
+//! - Sliding log: as the window, but an entry reserved and dropped unused
+//!   stays in the log (a lock-free ring cannot take one back): it counts as
+//!   one admission.
+//!
+//! Waiting needs a tokio runtime with time enabled.
+//!
+//! # Keyed limiting
+//!
+//! `.keyed(|req| key).max_keys(n)`: one limit per key, stored in a sharded
+//! map (short critical sections under `std::sync::Mutex`; the unkeyed path is
+//! lock-free). At most `n` keys are held. When a new key finds its shard
+//! full, the limiter itself evicts every *idle* key there (one whose state
+//! equals a new key's, so an evicted key behaves exactly like a new one); if
+//! all are active, the **new key is refused** (`RateLimited` with
+//! `remaining: 0`) rather than evicting an active key, which would hand that
+//! key a fresh limit. A flood of unique keys therefore costs at most `n`
+//! entries and O(1) per refused key. The bound is split across up to 64
+//! shards, so a new key can be refused when its own shard is full slightly
+//! before `n` keys are held in total. Keys are stored as 64-bit hashes under
+//! a per-limiter random seed: two distinct keys share a limit only on a hash
+//! collision (about `n² / 2^65` for `n` keys held), which the random seed
+//! keeps an attacker from aiming for. Keyed limiters decide in `call` (the
+//! key comes from the request), so they have no wait mode.
+//!
+//! # Counts and tracing
+//!
+//! [`RateLimitLayer::handle`] reads admitted, refused and keys held. Each
+//! refusal emits a `tracing` event at debug level.
+//!
+//! # Differences from `tower::limit::RateLimit`
+//!
+//! tower's keeps its window per service instance and is not `Clone`, so
+//! behind axum (which clones per request) each clone gets its own limit
+//! (tower #794). Here every clone and every service of one layer value share
+//! one limiter, created in `build()`.
+
+mod decision;
+pub mod error;
+pub mod future;
+mod gcra;
+mod handle;
+mod keyed;
+mod layer;
+mod limiter;
+mod request;
+mod sliding_log;
+mod sliding_window;
+mod store;
+
+pub use error::{ConfigError, InsufficientCapacity, RateLimited};
+pub use future::ResponseFuture;
+pub use handle::RateLimitHandle;
+pub use layer::{DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitLayer};
+pub use request::{Cost, CostBy, KeyBy, KeyExtractor, PerRequest, Unkeyed};
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::time::Sleep;
+use tower::Service;
+
+use crate::BoxError;
+use crate::clock::{Nanos, duration_to_nanos};
+use future::Refusal;
+use limiter::{Limiter, Outcome};
+use store::Undo;
+
+/// A service limited by a [`RateLimitLayer`]. Cheap to clone; clones share
+/// the limiter, and a clone starts with no reservation.
+///
+/// There is no `into_inner`: the service gives a wait-mode reservation back
+/// when dropped, so the inner service cannot be moved out of it.
+pub struct RateLimit<S, K = Unkeyed, C = PerRequest> {
+    inner: S,
+    limiter: Arc<Limiter>,
+    key: K,
+    cost: C,
+    /// `Some` in wait mode.
+    max_wait: Option<Nanos>,
+    /// This instance's readiness in wait mode.
+    slot: Slot,
+    /// Created the first time this instance waits, then reset.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// Wait mode's per-instance state.
+#[derive(Debug)]
+enum Slot {
+    /// Nothing reserved.
+    Empty,
+    /// Sleeping until a window may admit; give up at `deadline`.
+    Waiting { deadline: Nanos },
+    /// Capacity booked, conforming at `at`.
+    Reserved { at: Nanos, undo: Undo },
+    /// Refused; `call` delivers the error.
+    Refused(Refusal),
+}
+
+impl<S, K, C> RateLimit<S, K, C> {
+    fn new(inner: S, limiter: Arc<Limiter>, key: K, cost: C, max_wait: Option<Nanos>) -> Self {
+        Self {
+            inner,
+            limiter,
+            key,
+            cost,
+            max_wait,
+            slot: Slot::Empty,
+            sleep: None,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// A handle on the shared limiter's counts.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle {
+            limiter: self.limiter.clone(),
+        }
+    }
+
+    /// Waits (wait mode) until this instance holds a reservation or a
+    /// refusal.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, max_wait: Nanos) -> Poll<()> {
+        loop {
+            let now = self.limiter.clock.now();
+            match self.slot {
+                Slot::Refused(_) => return Poll::Ready(()),
+                Slot::Reserved { at, .. } => {
+                    if at <= now {
+                        return Poll::Ready(());
+                    }
+                    ready!(self.poll_sleep(cx, at));
+                    // The timer fired (at or after `at`, tokio rounds up).
+                    return Poll::Ready(());
+                }
+                Slot::Empty | Slot::Waiting { .. } => {
+                    let deadline = match self.slot {
+                        Slot::Waiting { deadline } => deadline,
+                        _ => now.saturating_add(max_wait),
+                    };
+                    let budget = deadline.saturating_sub(now);
+                    match self.limiter.acquire(0, 1, budget) {
+                        Outcome::Admit { at, undo } => self.slot = Slot::Reserved { at, undo },
+                        Outcome::Never(e) => self.slot = Slot::Refused(Refusal::Never(e)),
+                        Outcome::Deny(e) => {
+                            let retry = duration_to_nanos(e.retry_after);
+                            if retry <= budget {
+                                // A window: sleep until it may admit, then
+                                // try again (someone else may take it).
+                                self.slot = Slot::Waiting { deadline };
+                                ready!(self.poll_sleep(cx, now + retry));
+                            } else {
+                                self.slot = Slot::Refused(Refusal::Limited(e));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls this instance's one timer, armed for `at`.
+    fn poll_sleep(&mut self, cx: &mut Context<'_>, at: Nanos) -> Poll<()> {
+        let deadline = self.limiter.clock.instant_at(at);
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            slot @ None => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        sleep.as_mut().poll(cx)
+    }
+
+    /// Decides for one request at once (reject mode).
+    #[inline]
+    fn decide<Req>(&self, req: &Req) -> Option<Refusal>
+    where
+        K: KeyExtractor<Req>,
+        C: Cost<Req>,
+    {
+        let cost = self.cost.cost(req);
+        if cost == 0 {
+            return None;
+        }
+        let key = if self.limiter.is_keyed() {
+            self.limiter.hash_key(&self.key.extract(req))
+        } else {
+            0
+        };
+        match self.limiter.acquire(key, cost, 0) {
+            Outcome::Admit { .. } => None,
+            Outcome::Deny(e) => Some(Refusal::Limited(e)),
+            Outcome::Never(e) => Some(Refusal::Never(e)),
+        }
+    }
+}
+
+impl<S, K, C, Req> Service<Req> for RateLimit<S, K, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: KeyExtractor<Req>,
+    C: Cost<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(max_wait) = self.max_wait {
+            ready!(self.poll_wait(cx, max_wait));
+            if matches!(self.slot, Slot::Refused(_)) {
+                // `call` answers with the error without calling the inner
+                // service, so its readiness is not needed.
+                return Poll::Ready(Ok(()));
+            }
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let refusal = match mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Reserved { .. } => None,
+            Slot::Refused(r) => Some(r),
+            // Reject mode, or wait mode called without a ready poll: decide
+            // now, without waiting.
+            Slot::Empty | Slot::Waiting { .. } => self.decide(&req),
+        };
+        match refusal {
+            None => {
+                self.limiter.counters.admit();
+                ResponseFuture::called(self.inner.call(req))
+            }
+            Some(r) => {
+                self.limiter.counters.reject();
+                match &r {
+                    Refusal::Limited(e) => tracing::debug!(
+                        retry_after = ?e.retry_after,
+                        limit = e.limit,
+                        remaining = e.remaining,
+                        "rate limited"
+                    ),
+                    Refusal::Never(e) => tracing::debug!(
+                        cost = e.cost,
+                        capacity = e.capacity,
+                        "request cost above the limiter's capacity"
+                    ),
+                }
+                ResponseFuture::refused(r)
+            }
+        }
+    }
+}
+
+impl<S: Clone, K: Clone, C: Clone> Clone for RateLimit<S, K, C> {
+    /// Shares the limiter; the clone holds no reservation and no timer (the
+    /// Tower contract: a clone must be polled ready itself).
+    fn clone(&self) -> Self {
+        Self::new(
+            self.inner.clone(),
+            self.limiter.clone(),
+            self.key.clone(),
+            self.cost.clone(),
+            self.max_wait,
+        )
+    }
+}
+
+impl<S, K, C> Drop for RateLimit<S, K, C> {
+    /// A reservation never called is given back where the algorithm can.
+    fn drop(&mut self) {
+        if let Slot::Reserved { undo, .. } = mem::replace(&mut self.slot, Slot::Empty) {
+            self.limiter.release(0, undo);
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, C> fmt::Debug for RateLimit<S, K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("max_wait", &self.max_wait)
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
