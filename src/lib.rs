@@ -9,6 +9,7 @@
 //!
 //! - [`classify`]: what counts as a failure, shared by every layer.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`circuit_breaker`]: stop calling what keeps failing ([`CircuitBreakerLayer`]).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -19,6 +20,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod circuit_breaker;
 pub mod classify;
 
 mod clock;
@@ -26,6 +28,7 @@ mod rng;
 mod sync;
 
 pub use backoff::{Backoff, Jitter};
+pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::{Classify, Outcome};
 
 /// The error type of layers that add failures of their own, tower's
