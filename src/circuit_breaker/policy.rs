@@ -71,12 +71,20 @@ impl Consecutive {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn word_for_test(&self) -> u64 {
+        self.word.load(Relaxed)
+    }
+
     pub(crate) fn run(&self) -> u64 {
         self.word.load(Relaxed) & RUN_MASK
     }
 
     fn reset(&self, generation: u32) {
-        self.word.store(u64::from(generation) << 32, Release);
+        // A swap rather than a store: the same effect, and loom 0.7 models
+        // a plain store racing a compare-and-swap too loosely (it let the
+        // CAS read a value the store had replaced, a false alarm).
+        self.word.swap(u64::from(generation) << 32, Release);
     }
 }
 

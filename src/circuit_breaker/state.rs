@@ -407,7 +407,7 @@ impl Core {
         let attempt = if reopen {
             self.reopens.fetch_add(1, Relaxed)
         } else {
-            self.reopens.store(1, Relaxed);
+            self.reopens.swap(1, Relaxed);
             0
         };
         let previous = match self.last_open.load(Relaxed) {
@@ -522,6 +522,37 @@ impl Core {
         self.load().state()
     }
 
+    /// Puts the breaker in `state` at `generation` (models and unit tests).
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&self, state: State, generation: u32) {
+        let tag = match state {
+            State::Closed => CLOSED,
+            State::Open => OPEN,
+            State::HalfOpen => HALF_OPEN,
+            State::ForcedOpen => FORCED_OPEN,
+            State::Disabled => DISABLED,
+        };
+        self.state.store(Word::new(tag, generation).0, Release);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn generation_for_test(&self) -> u32 {
+        self.load().generation()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn policy_word_for_test(&self) -> u64 {
+        match &self.policy {
+            Policy::Consecutive(c) => c.word_for_test(),
+            Policy::Rate { .. } => 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn resetting_for_test(&self) -> bool {
+        self.load().tag() == RESETTING
+    }
+
     fn event(&self, from: Word, to: Word) {
         let name = self.settings.name.as_deref().unwrap_or("");
         let (from, to, generation) = (from.state(), to.state(), to.generation());
@@ -540,5 +571,43 @@ impl Core {
         let (from, to, generation) = (from.state(), to.state(), to.generation());
         let open_for = Duration::from_nanos(open_for);
         tracing::warn!(target: "palisade::circuit_breaker", breaker = name, %from, %to, generation, ?open_for, "circuit breaker opened");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::circuit_breaker::policy::Consecutive;
+
+    fn core() -> Core {
+        Core::new(
+            Policy::Consecutive(Consecutive::new(1)),
+            Settings {
+                probes: 1,
+                open: Backoff::constant(Duration::from_secs(60)),
+                slow_threshold: None,
+                half_open_timeout: None,
+                name: None,
+            },
+            SharedRng::seeded(1),
+        )
+    }
+
+    #[test]
+    fn trip_then_reset() {
+        let c = core();
+        c.finish(0, false, 0, Outcome::Failure);
+        assert_eq!(c.state(), State::Open);
+        c.reset();
+        assert_eq!(c.state(), State::Closed);
+        assert_eq!(c.snapshot().tally.failures, 0);
+    }
+
+    #[test]
+    fn reset_then_late_failure() {
+        let c = core();
+        c.reset();
+        c.finish(0, false, 0, Outcome::Failure);
+        assert_eq!((c.state(), c.snapshot().tally.failures), (State::Closed, 0));
     }
 }

@@ -128,6 +128,15 @@ impl CountRing {
         }
     }
 
+    /// The bits set in the failure words (models and tests).
+    #[cfg(test)]
+    pub(crate) fn failed_bits(&self) -> u64 {
+        self.failed
+            .iter()
+            .map(|w| u64::from(w.load(Relaxed).count_ones()))
+            .sum()
+    }
+
     /// Writes one outcome over the oldest and returns the tally after it.
     #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool) -> Tally {
@@ -153,12 +162,13 @@ impl CountRing {
     }
 
     pub(crate) fn reset(&self) {
+        // Swaps rather than stores, for loom (see `Consecutive::reset`).
         for word in self.failed.iter().chain(self.slow.iter()) {
-            word.store(0, Relaxed);
+            word.swap(0, Relaxed);
         }
-        self.failures.store(0, Relaxed);
-        self.slow_calls.store(0, Relaxed);
-        self.next.store(0, Relaxed);
+        self.failures.swap(0, Relaxed);
+        self.slow_calls.swap(0, Relaxed);
+        self.next.swap(0, Relaxed);
     }
 }
 
