@@ -373,6 +373,20 @@ async fn late_failure_from_an_earlier_generation_is_not_counted() {
     assert_eq!(h.state(), State::Closed, "one failure in this generation, not two");
 }
 
+/// Found by the model test: a call admitted while closed, failing after
+/// the breaker was forced open, must not show in the counts.
+#[tokio::test(start_paused = true)]
+async fn late_failure_after_force_open_is_not_counted() {
+    let (mut svc, mock) = breaker(CircuitBreakerLayer::consecutive_failures(1));
+    let h = svc.handle();
+    mock.push_script([Step::err()]);
+    let late = svc.ready().await.unwrap().call(0);
+    h.force_open();
+    late.await.unwrap_err();
+    let c = h.counts();
+    assert_eq!((c.state, c.failures), (State::ForcedOpen, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn late_failure_is_not_counted_in_a_window_either() {
     let (mut svc, mock) = breaker(

@@ -71,6 +71,25 @@ impl Consecutive {
         }
     }
 
+    /// Stops generation `generation` from counting, keeping the run (the
+    /// counts show why the breaker tripped): the word moves on to the
+    /// next generation, which is never a closed one (every closed
+    /// generation starts with [`reset`](Self::reset)). Called *before* the
+    /// state leaves closed, so no late outcome can slip in between.
+    fn seal(&self, generation: u32) {
+        let mut word = self.word.load(Relaxed);
+        while (word >> 32) as u32 == generation {
+            let sealed = (u64::from(generation.wrapping_add(1)) << 32) | (word & RUN_MASK);
+            match self
+                .word
+                .compare_exchange_weak(word, sealed, Relaxed, Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn word_for_test(&self) -> u64 {
         self.word.load(Relaxed)
@@ -168,6 +187,16 @@ impl Policy {
                 Store::Count(ring) => ring.reset(),
                 Store::Time(buckets) => buckets.reset(),
             },
+        }
+    }
+
+    /// Called before the state leaves closed generation `generation`: from
+    /// then on, outcomes of that generation are not counted. (The windows
+    /// check the state word itself; the consecutive word carries its own
+    /// generation and needs telling.)
+    pub(crate) fn seal(&self, generation: u32) {
+        if let Policy::Consecutive(c) = self {
+            c.seal(generation);
         }
     }
 

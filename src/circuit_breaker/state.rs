@@ -394,6 +394,7 @@ impl Core {
 
     /// Closed -> open, if still closed in `generation`.
     fn trip(&self, generation: u32) {
+        self.policy.seal(generation);
         let word = Word::new(CLOSED, generation);
         let next = word.next(OPEN);
         if self.cas(word, next).is_ok() {
@@ -470,6 +471,9 @@ impl Core {
             if word.tag() == tag {
                 return; // already there: no new generation, no event
             }
+            if word.tag() == CLOSED {
+                self.policy.seal(word.generation());
+            }
             let next = word.next(tag);
             match self.cas(word, next) {
                 Ok(()) => return self.event(word, next),
@@ -490,6 +494,9 @@ impl Core {
     pub(crate) fn reset(&self) {
         let mut word = self.load();
         let resetting = loop {
+            if word.tag() == CLOSED {
+                self.policy.seal(word.generation());
+            }
             let next = word.next(RESETTING);
             match self.cas(word, next) {
                 Ok(()) => break next,
