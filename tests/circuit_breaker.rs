@@ -62,7 +62,13 @@ where
 async fn consecutive_trips_exactly_at_threshold() {
     let (mut svc, mock) = breaker(CircuitBreakerLayer::consecutive_failures(3));
     let h = svc.handle();
-    for s in [Step::err(), Step::err(), Step::ok(), Step::err(), Step::err()] {
+    for s in [
+        Step::err(),
+        Step::err(),
+        Step::ok(),
+        Step::err(),
+        Step::err(),
+    ] {
         step(&mut svc, &mock, s).await.ok();
     }
     assert_eq!(h.state(), State::Closed, "two in a row after a success");
@@ -368,9 +374,17 @@ async fn late_failure_from_an_earlier_generation_is_not_counted() {
     step(&mut svc, &mock, Step::ok()).await.unwrap();
     assert_eq!(h.state(), State::Closed);
     late.await.unwrap_err();
-    assert_eq!(h.counts().failures, 0, "the late failure belongs to an old generation");
+    assert_eq!(
+        h.counts().failures,
+        0,
+        "the late failure belongs to an old generation"
+    );
     step(&mut svc, &mock, Step::err()).await.unwrap_err();
-    assert_eq!(h.state(), State::Closed, "one failure in this generation, not two");
+    assert_eq!(
+        h.state(),
+        State::Closed,
+        "one failure in this generation, not two"
+    );
 }
 
 /// Found by the model test: a call admitted while closed, failing after
@@ -528,7 +542,11 @@ async fn half_open_timeout_reopens_a_stuck_half_open() {
     assert_eq!(rejected(&call(&mut svc).await), Some(secs(1)));
     assert_eq!(h.state(), State::Open);
     drop(stuck);
-    assert_eq!(h.state(), State::Open, "the stale probe's drop moves nothing");
+    assert_eq!(
+        h.state(),
+        State::Open,
+        "the stale probe's drop moves nothing"
+    );
     advance(secs(1)).await;
     step(&mut svc, &mock, Step::ok()).await.unwrap();
     assert_eq!(h.state(), State::Closed);
@@ -549,7 +567,10 @@ async fn handle_forces_disables_and_resets() {
     assert_eq!(svc.handle().state(), State::ForcedOpen);
     assert_eq!(rejected(&call(&mut svc).await), Some(secs(7)));
     advance(secs(3600)).await;
-    assert!(rejected(&call(&mut svc).await).is_some(), "forced: no probe");
+    assert!(
+        rejected(&call(&mut svc).await).is_some(),
+        "forced: no probe"
+    );
     assert_eq!(m.calls(), 0);
 
     h.disable();
@@ -580,9 +601,8 @@ async fn open_duration_grows_per_retrip_and_resets_on_close() {
         .max_delay(secs(4))
         .build()
         .unwrap();
-    let (mut svc, mock) = breaker(
-        CircuitBreakerLayer::consecutive_failures(1).open_backoff(backoff),
-    );
+    let (mut svc, mock) =
+        breaker(CircuitBreakerLayer::consecutive_failures(1).open_backoff(backoff));
     let h = svc.handle();
     step(&mut svc, &mock, Step::err()).await.unwrap_err();
     let mut seen = Vec::new();
@@ -670,7 +690,10 @@ fn every_config_error() {
         E::ZeroConsecutiveFailures
     );
     assert_eq!(err(l(0.5).window(Window::count(0))), E::ZeroWindow);
-    assert_eq!(err(l(0.5).window(Window::time(Duration::ZERO))), E::ZeroWindow);
+    assert_eq!(
+        err(l(0.5).window(Window::time(Duration::ZERO))),
+        E::ZeroWindow
+    );
     assert!(matches!(
         err(l(0.5).window(Window::count(u32::MAX))),
         E::WindowTooLarge { .. }
@@ -699,7 +722,13 @@ fn every_config_error() {
             window: 10
         }
     );
-    assert!(l(0.5).window(Window::count(10)).min_calls(10).build().is_ok());
+    assert!(
+        l(0.5)
+            .window(Window::count(10))
+            .min_calls(10)
+            .build()
+            .is_ok()
+    );
     assert!(
         l(0.5)
             .window(Window::time(secs(1)))
@@ -720,7 +749,10 @@ fn every_config_error() {
     assert_eq!(err(l(0.5).open_for(Duration::ZERO)), E::ZeroOpenDuration);
     let zero_base = Backoff::exponential(Duration::ZERO).build().unwrap();
     assert_eq!(err(l(0.5).open_backoff(zero_base)), E::ZeroOpenDuration);
-    assert!(l(0.5).open_for(Duration::MAX).build().is_ok(), "saturates, no overflow");
+    assert!(
+        l(0.5).open_for(Duration::MAX).build().is_ok(),
+        "saturates, no overflow"
+    );
     assert_eq!(
         err(l(0.5).half_open_timeout(Duration::ZERO)),
         E::ZeroHalfOpenTimeout
@@ -743,7 +775,8 @@ fn every_config_error() {
 
 #[tokio::test(start_paused = true)]
 async fn open_for_duration_max_never_overflows() {
-    let (mut svc, mock) = breaker(CircuitBreakerLayer::consecutive_failures(1).open_for(Duration::MAX));
+    let (mut svc, mock) =
+        breaker(CircuitBreakerLayer::consecutive_failures(1).open_for(Duration::MAX));
     step(&mut svc, &mock, Step::err()).await.unwrap_err();
     advance(secs(1_000_000)).await;
     let wait = rejected(&call(&mut svc).await).unwrap();
@@ -839,9 +872,16 @@ async fn stress_half_open_never_admits_more_than_k() {
     assert!(m.cancelled() > 0, "some probes were dropped mid-call");
     let peak = m.peak_in_flight();
     assert!(peak <= K, "peak {peak} probes in flight, k = {K}");
-    assert!(peak >= 2, "no contention at all (peak {peak}): the test proves nothing");
+    assert!(
+        peak >= 2,
+        "no contention at all (peak {peak}): the test proves nothing"
+    );
     let c = h.counts();
-    assert_eq!((c.state, c.probes_in_flight), (State::HalfOpen, 0), "every slot came back");
+    assert_eq!(
+        (c.state, c.probes_in_flight),
+        (State::HalfOpen, 0),
+        "every slot came back"
+    );
     assert_eq!(m.in_flight(), 0);
 }
 

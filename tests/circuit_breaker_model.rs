@@ -150,8 +150,7 @@ impl Model {
     }
 
     fn release(&mut self, ticket: Ticket) {
-        if let (Ticket::Probe(g), MState::HalfOpen { in_flight, .. }) = (ticket, &mut self.state)
-        {
+        if let (Ticket::Probe(g), MState::HalfOpen { in_flight, .. }) = (ticket, &mut self.state) {
             if g == self.generation {
                 *in_flight -= 1;
             }
@@ -301,7 +300,9 @@ async fn run(policy: Policy, probes: u32, ops: Vec<Op>) -> Result<(), TestCaseEr
         match op {
             Op::Start(end) => {
                 let mut one = svc.clone();
-                one.ready().await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                one.ready()
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let request = match end {
                     End::Ok => 0,
                     End::Err => 1,
@@ -317,10 +318,7 @@ async fn run(policy: Policy, probes: u32, ops: Vec<Op>) -> Result<(), TestCaseEr
             Op::Finish(n) if !pending.is_empty() => {
                 let (fut, ticket, end) = pending.remove(n % pending.len());
                 let result: Result<Reply<u64>, BoxError> = fut.await;
-                let was_rejected = result
-                    .as_ref()
-                    .err()
-                    .is_some_and(|e| e.is::<CircuitOpen>());
+                let was_rejected = result.as_ref().err().is_some_and(|e| e.is::<CircuitOpen>());
                 prop_assert_eq!(was_rejected, ticket == Ticket::Rejected, "step {}", i);
                 model.finish(ticket, end);
             }
@@ -332,7 +330,9 @@ async fn run(policy: Policy, probes: u32, ops: Vec<Op>) -> Result<(), TestCaseEr
             Op::Finish(_) | Op::Drop(_) => {}
             Op::ReadyThenDrop => {
                 let mut one = svc.clone();
-                one.ready().await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                one.ready()
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 drop(one);
                 let ticket = model.acquire();
                 model.release(ticket);
@@ -360,7 +360,13 @@ async fn run(policy: Policy, probes: u32, ops: Vec<Op>) -> Result<(), TestCaseEr
             }
         }
         let c = handle.counts();
-        let got = (c.state, c.calls, c.failures, c.rejections, c.probes_in_flight);
+        let got = (
+            c.state,
+            c.calls,
+            c.failures,
+            c.rejections,
+            c.probes_in_flight,
+        );
         prop_assert_eq!(got, model.expected(), "after step {}: {:?}", i, model);
     }
     Ok(())

@@ -14,7 +14,7 @@ use crate::clock::Nanos;
 use crate::sync::Arc;
 
 use super::error::CircuitOpen;
-use super::state::Core;
+use super::shared::Link;
 
 /// The right to report one call's outcome to the breaker, for the
 /// generation that admitted it.
@@ -22,62 +22,72 @@ use super::state::Core;
 /// A probe's permit holds a half-open slot: dropping the permit unused (the
 /// service dropped after `poll_ready`, or the response future dropped
 /// before the call ended) gives the slot back and records nothing.
+///
+/// Laid out as three words (the hot path moves it twice per call).
 pub(crate) struct Permit {
-    core: Arc<Core>,
-    generation: u32,
-    probe: bool,
+    /// `None` once the outcome is reported.
+    link: Option<Arc<Link>>,
+    /// `generation << 1 | probe`.
+    ticket: u64,
     start: Nanos,
-    done: bool,
 }
 
 impl Permit {
-    pub(crate) fn closed(core: Arc<Core>, generation: u32) -> Self {
+    #[inline]
+    pub(crate) fn closed(link: Arc<Link>, generation: u32) -> Self {
         Self {
-            core,
-            generation,
-            probe: false,
+            link: Some(link),
+            ticket: u64::from(generation) << 1,
             start: 0,
-            done: false,
         }
     }
 
-    pub(crate) fn probe(core: Arc<Core>, generation: u32) -> Self {
+    #[inline]
+    pub(crate) fn probe(link: Arc<Link>, generation: u32) -> Self {
         Self {
-            core,
-            generation,
-            probe: true,
+            link: Some(link),
+            ticket: (u64::from(generation) << 1) | 1,
             start: 0,
-            done: false,
         }
     }
 
+    #[inline]
     pub(crate) fn generation(&self) -> u32 {
-        self.generation
+        (self.ticket >> 1) as u32
     }
 
+    #[inline]
     pub(crate) fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket & 1 == 1
     }
 
     /// Marks the call as started now (only read when timing slow calls).
     #[inline]
     pub(crate) fn start(&mut self) {
-        if self.core.times_calls() {
-            self.start = self.core.now();
+        if let Some(link) = &self.link {
+            if link.core.times_calls() {
+                self.start = link.core.now();
+            }
         }
     }
 
-    fn finish(mut self, outcome: crate::classify::Outcome) {
-        self.done = true;
-        self.core
-            .finish(self.generation, self.probe, self.start, outcome);
+    /// Reports the outcome (once; the permit is spent after).
+    #[inline]
+    fn finish(&mut self, outcome: crate::classify::Outcome) {
+        if let Some(link) = self.link.take() {
+            link.core
+                .finish(self.generation(), self.is_probe(), self.start, outcome);
+        }
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        if self.probe && !self.done {
-            self.core.release_probe(self.generation);
+        if let Some(link) = self.link.take() {
+            if self.ticket & 1 == 1 {
+                link.core.release_probe(self.generation());
+            }
         }
     }
 }
@@ -85,8 +95,8 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("generation", &self.generation)
-            .field("probe", &self.probe)
+            .field("generation", &self.generation())
+            .field("probe", &self.is_probe())
             .finish_non_exhaustive()
     }
 }
@@ -148,7 +158,7 @@ where
             }))),
             KindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = this.permit.take() {
+                if let Some(permit) = this.permit {
                     permit.finish(this.classifier.classify(&result));
                 }
                 Poll::Ready(result.map_err(Into::into))

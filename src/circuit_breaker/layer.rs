@@ -11,6 +11,7 @@ use crate::sync::Arc;
 use super::CircuitBreaker;
 use super::builder::CircuitBreakerBuilder;
 use super::handle::CircuitBreakerHandle;
+use super::shared::Shared;
 use super::state::Core;
 
 /// Wraps services in a circuit breaker.
@@ -40,7 +41,7 @@ use super::state::Core;
 /// # Ok::<(), palisade::circuit_breaker::ConfigError>(())
 /// ```
 pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
-    core: Arc<Core>,
+    shared: Arc<Shared>,
     classifier: C,
 }
 
@@ -69,12 +70,15 @@ impl CircuitBreakerLayer {
 
 impl<C> CircuitBreakerLayer<C> {
     pub(crate) fn from_parts(core: Arc<Core>, classifier: C) -> Self {
-        Self { core, classifier }
+        Self {
+            shared: Arc::new(Shared::new(core)),
+            classifier,
+        }
     }
 
     /// A handle on the breaker: its state and counts, force and reset.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.core.clone())
+        CircuitBreakerHandle::new(self.shared.core.clone())
     }
 }
 
@@ -82,7 +86,7 @@ impl<C: Clone> Clone for CircuitBreakerLayer<C> {
     /// The clone shares the breaker.
     fn clone(&self) -> Self {
         Self {
-            core: self.core.clone(),
+            shared: self.shared.clone(),
             classifier: self.classifier.clone(),
         }
     }
@@ -91,7 +95,7 @@ impl<C: Clone> Clone for CircuitBreakerLayer<C> {
 impl<C> fmt::Debug for CircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("state", &self.core.state())
+            .field("state", &self.shared.core.state())
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +104,6 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::from_parts(inner, self.core.clone(), self.classifier.clone())
+        CircuitBreaker::from_parts(inner, self.shared.clone(), self.classifier.clone())
     }
 }

@@ -190,7 +190,6 @@ fn loom_reset_races_trip() {
     });
 }
 
-
 /// Three outcomes race into a ring of two slots (two writers may hit the
 /// same slot): the failure count always ends equal to the failure bits,
 /// and never reads as a huge number in between.

@@ -83,6 +83,7 @@ pub mod future;
 mod handle;
 mod layer;
 mod policy;
+mod shared;
 mod state;
 mod window;
 
@@ -105,7 +106,8 @@ pub use self::state::State;
 pub use self::window::Window;
 
 use self::future::Permit;
-use self::state::{Core, Decision};
+use self::shared::Shared;
+use self::state::Decision;
 
 /// What this instance's last `poll_ready` decided.
 #[derive(Debug)]
@@ -133,16 +135,16 @@ enum Admit {
 /// instance first (the Tower contract).
 pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
     inner: S,
-    core: Arc<Core>,
+    shared: Arc<Shared>,
     classifier: C,
     admit: Admit,
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn from_parts(inner: S, core: Arc<Core>, classifier: C) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
         Self {
             inner,
-            core,
+            shared,
             classifier,
             admit: Admit::None,
         }
@@ -150,7 +152,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// A handle on the breaker this service shares with its clones.
     pub fn handle(&self) -> CircuitBreakerHandle {
-        CircuitBreakerHandle::new(self.core.clone())
+        CircuitBreakerHandle::new(self.shared.core.clone())
     }
 
     /// The inner service.
@@ -176,7 +178,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         Self::from_parts(
             self.inner.clone(),
-            self.core.clone(),
+            self.shared.clone(),
             self.classifier.clone(),
         )
     }
@@ -186,7 +188,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("state", &self.core.state())
+            .field("state", &self.shared.core.state())
             .field("admit", &self.admit)
             .finish_non_exhaustive()
     }
@@ -207,15 +209,16 @@ where
         // reserves once), unless its generation has ended, which took the
         // slot with it. Anything else is decided afresh: one atomic load
         // while closed.
+        let core = &self.shared.core;
         let keep = match &self.admit {
-            Admit::Probe(permit) => self.core.probe_is_current(permit.generation()),
+            Admit::Probe(permit) => core.probe_is_current(permit.generation()),
             _ => false,
         };
         if !keep {
-            self.admit = match self.core.acquire() {
+            self.admit = match core.acquire() {
                 Decision::Closed(generation) => Admit::Closed(generation),
                 Decision::Probe(generation) => {
-                    Admit::Probe(Permit::probe(self.core.clone(), generation))
+                    Admit::Probe(Permit::probe(self.shared.link(), generation))
                 }
                 Decision::Reject(retry_after) => Admit::Reject(retry_after),
                 Decision::Pass => Admit::Pass,
@@ -243,11 +246,11 @@ where
                 "CircuitBreaker::call without a ready poll_ready on this instance (Tower contract)"
             ),
             Admit::Reject(retry_after) => {
-                self.core.count_rejection();
+                self.shared.core.count_rejection();
                 return ResponseFuture::rejected(retry_after, self.classifier.clone());
             }
             Admit::Pass => None,
-            Admit::Closed(generation) => Some(Permit::closed(self.core.clone(), generation)),
+            Admit::Closed(generation) => Some(Permit::closed(self.shared.link(), generation)),
             Admit::Probe(permit) => {
                 debug_assert!(permit.is_probe());
                 Some(permit)

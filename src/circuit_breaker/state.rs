@@ -108,28 +108,29 @@ pub(crate) const MAX_PROBES: u32 = FIELD_MASK as u32;
 struct Word(u64);
 
 impl Word {
+    #[inline]
     fn new(tag: u64, generation: u32) -> Self {
         Self(tag | (u64::from(generation) << GEN_SHIFT))
     }
+    #[inline]
     fn tag(self) -> u64 {
         self.0 & TAG_MASK
     }
+    #[inline]
     fn generation(self) -> u32 {
         (self.0 >> GEN_SHIFT) as u32
     }
+    #[inline]
     fn in_flight(self) -> u32 {
         ((self.0 >> IN_FLIGHT_SHIFT) & FIELD_MASK) as u32
     }
+    #[inline]
     fn wins(self) -> u32 {
         ((self.0 >> WINS_SHIFT) & FIELD_MASK) as u32
     }
     fn with_probes(self, in_flight: u32, wins: u32) -> Self {
         let cleared = self.0 & !((FIELD_MASK << IN_FLIGHT_SHIFT) | (FIELD_MASK << WINS_SHIFT));
-        Self(
-            cleared
-                | (u64::from(in_flight) << IN_FLIGHT_SHIFT)
-                | (u64::from(wins) << WINS_SHIFT),
-        )
+        Self(cleared | (u64::from(in_flight) << IN_FLIGHT_SHIFT) | (u64::from(wins) << WINS_SHIFT))
     }
     /// The same tag's successor: a new generation (wrapping after 2^32
     /// transitions; a call would have to stay in flight that long to be
@@ -237,10 +238,12 @@ impl Core {
         }
     }
 
+    #[inline]
     fn load(&self) -> Word {
         Word(self.state.load(Acquire))
     }
 
+    #[inline]
     fn cas(&self, current: Word, next: Word) -> Result<(), Word> {
         self.state
             .compare_exchange(current.0, next.0, AcqRel, Acquire)
@@ -327,6 +330,7 @@ impl Core {
     }
 
     /// Whether a probe reserved in `generation` still holds its slot.
+    #[inline]
     pub(crate) fn probe_is_current(&self, generation: u32) -> bool {
         let word = self.load();
         word.tag() == HALF_OPEN && word.generation() == generation
