@@ -787,7 +787,7 @@ async fn open_for_duration_max_never_overflows() {
 #[should_panic(expected = "without a ready poll_ready")]
 async fn call_without_poll_ready_panics() {
     let (mut svc, _mock) = breaker(CircuitBreakerLayer::consecutive_failures(1));
-    let _ = svc.call(0);
+    drop(svc.call(0));
 }
 
 /// Classifies the stress tests' replies: 404 is the caller's business.

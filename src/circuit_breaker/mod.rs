@@ -47,7 +47,7 @@
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), BoxError> {
 //! let breaker = CircuitBreakerLayer::consecutive_failures(2)
 //!     .open_for(Duration::from_secs(5))
 //!     .build()?;

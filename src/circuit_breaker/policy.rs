@@ -90,7 +90,7 @@ impl Consecutive {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, loom))]
     pub(crate) fn word_for_test(&self) -> u64 {
         self.word.load(Relaxed)
     }

@@ -533,8 +533,8 @@ impl Core {
         self.load().state()
     }
 
-    /// Puts the breaker in `state` at `generation` (models and unit tests).
-    #[cfg(test)]
+    /// Puts the breaker in `state` at `generation` (for the models).
+    #[cfg(all(test, loom))]
     pub(crate) fn set_for_test(&self, state: State, generation: u32) {
         let tag = match state {
             State::Closed => CLOSED,
@@ -546,12 +546,12 @@ impl Core {
         self.state.store(Word::new(tag, generation).0, Release);
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, loom))]
     pub(crate) fn generation_for_test(&self) -> u32 {
         self.load().generation()
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, loom))]
     pub(crate) fn policy_word_for_test(&self) -> u64 {
         match &self.policy {
             Policy::Consecutive(c) => c.word_for_test(),
@@ -559,7 +559,7 @@ impl Core {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, loom))]
     pub(crate) fn resetting_for_test(&self) -> bool {
         self.load().tag() == RESETTING
     }

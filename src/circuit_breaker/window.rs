@@ -325,6 +325,7 @@ mod tests {
         let counts: Vec<_> = (0..5).map(|_| ring.record(true, true).failures).collect();
         assert_eq!(counts, [1, 2, 3, 4, 4]);
         assert_eq!(ring.record(false, false).failures, 3);
+        assert_eq!(ring.failed_bits(), 3);
         assert_eq!(ring.tally().slow, 3);
         assert_eq!(ring.tally().calls, 4);
         ring.reset();
