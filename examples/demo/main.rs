@@ -5,9 +5,11 @@
 //! runs at full speed whatever durations it shows.
 
 mod backoff;
+mod breaker;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
     println!("palisade demo: every layer against an in-process upstream (tokio time, paused)\n");
+    breaker::run().await;
     backoff::run();
 }
