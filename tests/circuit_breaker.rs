@@ -914,3 +914,68 @@ async fn stress_transitions_under_contention_stay_consistent() {
     assert_eq!(m.in_flight(), 0);
     assert!(c.rejections > 0, "it did trip: {c:?}");
 }
+
+/// Captures formatted `tracing` output.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_transition_emits_a_tracing_event() {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (mut svc, mock) = breaker(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .open_for(secs(1))
+            .name("payments"),
+    );
+    let h = svc.handle();
+    step(&mut svc, &mock, Step::err()).await.unwrap_err(); // closed > open
+    advance(secs(1)).await;
+    step(&mut svc, &mock, Step::ok()).await.unwrap(); // > half-open > closed
+    for _ in 0..10 {
+        step(&mut svc, &mock, Step::ok()).await.unwrap(); // no events
+    }
+    h.force_open();
+    h.disable();
+    h.reset();
+
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected = [
+        ("WARN", "from=closed to=open"),
+        ("INFO", "from=open to=half-open"),
+        ("INFO", "from=half-open to=closed"),
+        ("WARN", "from=closed to=forced-open"),
+        ("INFO", "from=forced-open to=disabled"),
+        ("INFO", "from=disabled to=closed"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{text}");
+    for (line, (level, transition)) in lines.iter().zip(expected) {
+        assert!(line.contains(level) && line.contains(transition), "{line}");
+        assert!(line.contains("breaker=\"payments\""), "{line}");
+    }
+    assert!(lines[0].contains("open_for=1s"), "{}", lines[0]);
+}
