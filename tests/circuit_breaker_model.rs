@@ -51,6 +51,13 @@ enum Policy {
         min_calls: u64,
         quarters: u64,
     },
+    /// A time window of `buckets` buckets of `width_ms` each.
+    Time {
+        width_ms: u64,
+        buckets: u32,
+        min_calls: u64,
+        quarters: u64,
+    },
 }
 
 fn classify(r: &Result<Reply<u64>, MockError>) -> Outcome {
@@ -91,6 +98,8 @@ struct Model {
     now: u64,
     run: u64,
     ring: VecDeque<bool>,
+    /// For a time window: when (in ns) each recorded outcome ended.
+    timed: Vec<(u64, bool)>,
     rejections: u64,
 }
 
@@ -104,6 +113,7 @@ impl Model {
             now: 0,
             run: 0,
             ring: VecDeque::new(),
+            timed: Vec::new(),
             rejections: 0,
         }
     }
@@ -113,6 +123,7 @@ impl Model {
         if matches!(to, MState::Closed) {
             self.run = 0;
             self.ring.clear();
+            self.timed.clear();
         }
         self.state = to;
     }
@@ -185,6 +196,15 @@ impl Model {
                         let failures = self.ring.iter().filter(|f| **f).count() as u64;
                         calls >= min_calls && 4 * failures >= quarters * calls
                     }
+                    Policy::Time {
+                        min_calls,
+                        quarters,
+                        ..
+                    } => {
+                        self.timed.push((self.now, failed));
+                        let (calls, failures) = self.in_time_window();
+                        calls >= min_calls && 4 * failures >= quarters * calls
+                    }
                 };
                 if trip {
                     self.trip();
@@ -211,6 +231,29 @@ impl Model {
         }
     }
 
+    /// Outcomes whose bucket is one of the last `buckets` (the current
+    /// one included): `(calls, failures)`.
+    fn in_time_window(&self) -> (u64, u64) {
+        let Policy::Time {
+            width_ms, buckets, ..
+        } = self.policy
+        else {
+            unreachable!()
+        };
+        let width = width_ms * 1_000_000;
+        let current = self.now / width;
+        let inside: Vec<bool> = self
+            .timed
+            .iter()
+            .filter(|(at, _)| at / width + u64::from(buckets) > current)
+            .map(|(_, failed)| *failed)
+            .collect();
+        (
+            inside.len() as u64,
+            inside.iter().filter(|f| **f).count() as u64,
+        )
+    }
+
     fn expected(&self) -> (State, u64, u64, u64, u32) {
         let state = match self.state {
             MState::Closed => State::Closed,
@@ -225,6 +268,7 @@ impl Model {
                 self.ring.len() as u64,
                 self.ring.iter().filter(|f| **f).count() as u64,
             ),
+            Policy::Time { .. } => self.in_time_window(),
         };
         let in_flight = match self.state {
             MState::HalfOpen { in_flight, .. } => in_flight,
@@ -244,6 +288,14 @@ fn policy() -> impl Strategy<Value = Policy> {
                 min_calls,
                 quarters
             }),
+        (10u64..=60, 1u32..=5, 1u64..=6, 1u64..=4).prop_map(
+            |(width_ms, buckets, min_calls, quarters)| Policy::Time {
+                width_ms,
+                buckets,
+                min_calls,
+                quarters
+            }
+        ),
     ]
 }
 
@@ -275,6 +327,17 @@ fn build(policy: Policy, probes: u32) -> Svc {
             quarters,
         } => CircuitBreakerLayer::failure_rate(quarters as f64 / 4.0)
             .window(palisade::circuit_breaker::Window::count(size))
+            .min_calls(min_calls),
+        Policy::Time {
+            width_ms,
+            buckets,
+            min_calls,
+            quarters,
+        } => CircuitBreakerLayer::failure_rate(quarters as f64 / 4.0)
+            .window(palisade::circuit_breaker::Window::time_with_buckets(
+                Duration::from_millis(width_ms * u64::from(buckets)),
+                buckets,
+            ))
             .min_calls(min_calls),
     };
     let mock = Mock::new().outcome_fn(|_, request: &u64| match *request {
@@ -374,7 +437,8 @@ async fn run(policy: Policy, probes: u32, ops: Vec<Op>) -> Result<(), TestCaseEr
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        // 512 by default; PROPTEST_CASES for a longer hunt.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
         // Failing seeds land in tests/circuit_breaker_model.regressions.
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
