@@ -216,3 +216,22 @@ fn loom_ring_counts_match_its_bits() {
         assert_eq!(tally.failures, ring.failed_bits());
     });
 }
+
+/// A closed-state failure races `force_open`: once `force_open` has
+/// returned, the counts never change again (the run is sealed before the
+/// state leaves closed, so a late failure cannot slip in after).
+#[test]
+fn loom_no_late_count_after_leaving_closed() {
+    model(|| {
+        let core = core(5, 1);
+        let late = {
+            let core = core.clone();
+            thread::spawn(move || core.finish(0, false, 0, Outcome::Failure))
+        };
+        core.force_open();
+        let seen = core.snapshot().tally.failures;
+        late.join().unwrap();
+        assert_eq!(core.snapshot().tally.failures, seen);
+        assert_eq!(core.state(), State::ForcedOpen);
+    });
+}
