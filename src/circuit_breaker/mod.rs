@@ -36,7 +36,19 @@
 //! Every transition starts a new generation, and a call counts only in the
 //! generation that admitted it: a slow call admitted before the breaker
 //! tripped cannot, by failing late, re-open a breaker that has since
-//! closed, nor can a late success close it.
+//! closed, nor can a late success close it. (For the consecutive policy
+//! and half-open probes the check and the count are one compare-and-swap;
+//! a window policy checks the generation, then writes: an outcome could
+//! only land in a later closed period if its thread stalled between the
+//! two for a whole open period.)
+//!
+//! # Half-open probes that never end
+//!
+//! A probe future that is dropped gives its slot back; one that is kept
+//! but never completes would hold it for ever. Set
+//! [`half_open_timeout`](CircuitBreakerBuilder::half_open_timeout) to
+//! re-open a half-open breaker whose probes have not decided in time
+//! (resilience4j's `maxWaitDurationInHalfOpenState`).
 //!
 //! # Example
 //!
