@@ -50,6 +50,7 @@ use crate::sync::{
 };
 
 use super::policy::Policy;
+use super::shared::Padded;
 use super::window::Tally;
 
 /// The states of a breaker, as its handle reports them.
@@ -179,19 +180,6 @@ pub(crate) struct Settings {
     pub(crate) slow_threshold: Option<Nanos>,
     pub(crate) half_open_timeout: Option<Nanos>,
     pub(crate) name: Option<std::borrow::Cow<'static, str>>,
-}
-
-/// Keeps a hot word on its own cache line, away from counters other
-/// threads write.
-#[derive(Debug)]
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 /// The one state every clone of a breaker shares (created by `build()`).

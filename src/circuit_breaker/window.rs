@@ -17,6 +17,8 @@ use std::time::Duration;
 use crate::clock::{Nanos, duration_to_nanos};
 use crate::sync::{AtomicU64, Ordering::Relaxed};
 
+use super::shared::Padded;
+
 /// The most outcomes a count window may hold (one bit each, twice).
 pub(crate) const MAX_COUNT_WINDOW: u32 = 1 << 20;
 /// The most buckets a time window may have: eviction walks at most this many.
@@ -98,8 +100,9 @@ fn read_count(counter: &AtomicU64) -> u64 {
 pub(crate) struct CountRing {
     size: u64,
     /// Outcomes ever recorded since the last reset; the next slot is
-    /// `next % size`. One `fetch_add` claims a slot.
-    next: AtomicU64,
+    /// `next % size`. One `fetch_add` claims a slot. Every call writes
+    /// it: alone on its line.
+    next: Padded<AtomicU64>,
     failed: Box<[AtomicU64]>,
     /// Empty when no slow-call policy is set (nothing to track).
     slow: Box<[AtomicU64]>,
@@ -116,7 +119,7 @@ impl CountRing {
         let size = u64::from(size.max(1));
         Self {
             size,
-            next: AtomicU64::new(0),
+            next: Padded(AtomicU64::new(0)),
             failed: bit_words(size),
             slow: if track_slow {
                 bit_words(size)
@@ -211,7 +214,8 @@ pub(crate) struct TimeBuckets {
     width: Nanos,
     head: AtomicU64,
     buckets: Box<[Bucket]>,
-    calls: AtomicU64,
+    /// Every call writes it: alone on its line.
+    calls: Padded<AtomicU64>,
     failures: AtomicU64,
     slow: AtomicU64,
 }
@@ -225,7 +229,7 @@ impl TimeBuckets {
             width: (duration_to_nanos(span) / u64::from(buckets)).max(1),
             head: AtomicU64::new(0),
             buckets: (0..buckets).map(|_| Bucket::default()).collect(),
-            calls: AtomicU64::new(0),
+            calls: Padded(AtomicU64::new(0)),
             failures: AtomicU64::new(0),
             slow: AtomicU64::new(0),
         }
