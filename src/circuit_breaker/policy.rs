@@ -138,6 +138,9 @@ pub(crate) enum Store {
 
 /// A trip policy with its counts.
 #[derive(Debug)]
+// One per breaker, inside its shared core; boxing the large variant would
+// only add a pointer chase to every call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Policy {
     Consecutive(Consecutive),
     Rate { rates: Rates, store: Store },
