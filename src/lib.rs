@@ -9,6 +9,7 @@
 //!
 //! - [`classify`]: what counts as a failure, shared by every layer.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`circuit_breaker`]: stop calling what keeps failing ([`CircuitBreakerLayer`]).
 //! - [`retry`]: [`RetryLayer`], retries with jittered backoff, a shared
 //!   retry budget and server hints (`Retry-After`).
 //! - [`batch`]: fan a list of requests out and settle every one, in order
@@ -26,6 +27,7 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod circuit_breaker;
 pub mod classify;
 pub mod rate_limit;
 pub mod retry;
@@ -36,6 +38,7 @@ mod sync;
 
 pub use backoff::{Backoff, Jitter};
 pub use batch::BatchLayer;
+pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::{Classify, Outcome};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};

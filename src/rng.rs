@@ -40,6 +40,7 @@ impl SharedRng {
 
     /// Uniform in `0..=max` (Lemire's multiply-shift; bias below 2^-64 * max).
     #[inline]
+    #[allow(dead_code)] // for layers that draw bounded values
     pub(crate) fn up_to(&self, max: u64) -> u64 {
         uniform_up_to(self.next_u64(), max)
     }

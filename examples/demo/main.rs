@@ -6,14 +6,16 @@
 
 mod backoff;
 mod batch;
+mod breaker;
 mod rate_limit;
 mod retry;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
     println!("palisade demo: every layer against an in-process upstream (tokio time, paused)\n");
+    breaker::run().await;
     backoff::run();
     retry::run().await;
-    batch::run().await;
     rate_limit::run().await;
+    batch::run().await;
 }

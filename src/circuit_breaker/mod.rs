@@ -1,0 +1,280 @@
+//! A circuit breaker: stop calling a service that keeps failing, give it
+//! time to recover, then let a few probe calls decide whether it has.
+//!
+//! # States
+//!
+//! - **Closed**: calls go through; their outcomes (decided by a
+//!   [classifier](crate::classify)) feed the trip policy.
+//! - **Open**: calls are rejected at once with [`CircuitOpen`], which says
+//!   how long until the next probe. After the open duration, the next
+//!   `poll_ready` moves the breaker to half-open and becomes its first probe.
+//! - **Half-open**: at most `k` probes are admitted, reserved in
+//!   `poll_ready`; `k` successes close the breaker, one failure re-opens it
+//!   (for longer, with an [open backoff](CircuitBreakerBuilder::open_backoff)).
+//! - **Forced open** and **disabled**, set through the
+//!   [handle](CircuitBreakerHandle) and left by [`reset`](CircuitBreakerHandle::reset).
+//!
+//! # Trip policies
+//!
+//! - [`consecutive_failures(n)`](CircuitBreakerLayer::consecutive_failures):
+//!   `n` failures in a row.
+//! - [`failure_rate(r)`](CircuitBreakerLayer::failure_rate): `failures /
+//!   calls >= r` over a [`Window`]: the last `N` outcomes (a true ring) or
+//!   the last `T` of time (buckets, subtract-on-evict), once the window
+//!   holds [`min_calls`](CircuitBreakerBuilder::min_calls).
+//! - [`slow_call_rate(r, threshold)`](CircuitBreakerLayer::slow_call_rate):
+//!   the same for calls that took `threshold` or longer (combinable with a
+//!   failure rate on the same window).
+//!
+//! Each trips exactly at its threshold. The closed path takes no lock,
+//! allocates nothing and builds no event; consecutive and count-window
+//! breakers do not even read the clock (a time window reads it once per
+//! call, slow-call timing twice).
+//!
+//! # Generations
+//!
+//! Every transition starts a new generation, and a call counts only in the
+//! generation that admitted it: a slow call admitted before the breaker
+//! tripped cannot, by failing late, re-open a breaker that has since
+//! closed, nor can a late success close it. (For the consecutive policy
+//! and half-open probes the check and the count are one compare-and-swap;
+//! a window policy checks the generation, then writes: an outcome could
+//! only land in a later closed period if its thread stalled between the
+//! two for a whole open period.)
+//!
+//! # Half-open probes that never end
+//!
+//! A probe future that is dropped gives its slot back; one that is kept
+//! but never completes would hold it for ever. Set
+//! [`half_open_timeout`](CircuitBreakerBuilder::half_open_timeout) to
+//! re-open a half-open breaker whose probes have not decided in time
+//! (resilience4j's `maxWaitDurationInHalfOpenState`).
+//!
+//! # Example
+//!
+//! ```
+//! use palisade::{BoxError, CircuitBreakerLayer};
+//! use palisade::circuit_breaker::{CircuitOpen, State};
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let breaker = CircuitBreakerLayer::consecutive_failures(2)
+//!     .open_for(Duration::from_secs(5))
+//!     .build()?;
+//! let handle = breaker.handle();
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(breaker)
+//!     .service(service_fn(|_: ()| async { Err::<(), _>("upstream down") }));
+//!
+//! for _ in 0..2 {
+//!     let err = svc.ready().await?.call(()).await.unwrap_err();
+//!     assert_eq!(err.to_string(), "upstream down"); // passed through, boxed
+//! }
+//! assert_eq!(handle.state(), State::Open);
+//!
+//! let err: BoxError = svc.ready().await?.call(()).await.unwrap_err();
+//! let open = err.downcast_ref::<CircuitOpen>().expect("rejected");
+//! assert_eq!(open.retry_after, Duration::from_secs(5));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Differences from other breakers
+//!
+//! - A rejection is not a `poll_ready` error (which tower treats as a dead
+//!   service): `poll_ready` is ready and the response future fails with
+//!   [`CircuitOpen`].
+//! - Half-open slots are reserved in `poll_ready`, so a router that polls
+//!   many clones ready cannot admit more than `k` probes.
+
+mod builder;
+mod error;
+pub mod future;
+mod handle;
+mod layer;
+mod policy;
+mod shared;
+mod state;
+mod window;
+
+use std::fmt;
+use std::mem;
+use std::task::{Context, Poll};
+
+use tower::Service;
+
+use crate::BoxError;
+use crate::classify::{Classify, ErrorsAsFailures};
+use crate::sync::Arc;
+
+pub use self::builder::{CircuitBreakerBuilder, DEFAULT_MIN_CALLS, DEFAULT_OPEN_FOR};
+pub use self::error::{CircuitOpen, ConfigError};
+pub use self::future::ResponseFuture;
+pub use self::handle::{CircuitBreakerHandle, Counts};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::state::State;
+pub use self::window::Window;
+
+use self::future::Permit;
+use self::shared::Shared;
+use self::state::Decision;
+
+/// What this instance's last `poll_ready` decided.
+#[derive(Debug)]
+enum Admit {
+    /// Not polled ready (or the call was made).
+    None,
+    /// Closed in this generation.
+    Closed(u32),
+    /// Holds a half-open probe slot.
+    Probe(Permit),
+    /// The call will be rejected.
+    Reject(std::time::Duration),
+    /// Disabled: call without counting.
+    Pass,
+}
+
+/// A service guarded by a circuit breaker; made by [`CircuitBreakerLayer`].
+///
+/// Its error type is [`BoxError`]: the inner service's errors pass through
+/// boxed, and rejections are [`CircuitOpen`].
+///
+/// # Panics
+///
+/// `call` panics if `poll_ready` did not return `Ready(Ok(()))` on this
+/// instance first (the Tower contract).
+pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+    admit: Admit,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
+        Self {
+            inner,
+            shared,
+            classifier,
+            admit: Admit::None,
+        }
+    }
+
+    /// A handle on the breaker this service shares with its clones.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(self.shared.core.clone())
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service (a reserved probe slot is given back).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    /// Shares the breaker, but not readiness: the clone starts not ready
+    /// and holds no probe slot (the Tower contract; a copied reservation
+    /// would let two calls through one slot).
+    fn clone(&self) -> Self {
+        Self::from_parts(
+            self.inner.clone(),
+            self.shared.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("state", &self.shared.core.state())
+            .field("admit", &self.admit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A probe slot already reserved is kept (polling ready twice
+        // reserves once), unless its generation has ended, which took the
+        // slot with it. Anything else is decided afresh: one atomic load
+        // while closed.
+        let core = &self.shared.core;
+        let keep = match &self.admit {
+            Admit::Probe(permit) => core.probe_is_current(permit.generation()),
+            _ => false,
+        };
+        if !keep {
+            self.admit = match core.acquire() {
+                Decision::Closed(generation) => Admit::Closed(generation),
+                Decision::Probe(generation) => {
+                    Admit::Probe(Permit::probe(self.shared.link(), generation))
+                }
+                Decision::Reject(retry_after) => Admit::Reject(retry_after),
+                Decision::Pass => Admit::Pass,
+            };
+        }
+        if let Admit::Reject(_) = self.admit {
+            // Rejected calls never reach the inner service: no need for it
+            // to be ready.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(err)) => {
+                // Gives back a probe slot (dropping its permit).
+                self.admit = Admit::None;
+                Poll::Ready(Err(err.into()))
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let permit = match mem::replace(&mut self.admit, Admit::None) {
+            Admit::None => panic!(
+                "CircuitBreaker::call without a ready poll_ready on this instance (Tower contract)"
+            ),
+            Admit::Reject(retry_after) => {
+                self.shared.core.count_rejection();
+                return ResponseFuture::rejected(retry_after, self.classifier.clone());
+            }
+            Admit::Pass => None,
+            Admit::Closed(generation) => Some(Permit::closed(self.shared.link(), generation)),
+            Admit::Probe(permit) => {
+                debug_assert!(permit.is_probe());
+                Some(permit)
+            }
+        };
+        let permit = permit.map(|mut p| {
+            p.start();
+            p
+        });
+        ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests;
