@@ -8,6 +8,8 @@
 //! clones a service per request; a limit per clone is no limit).
 //!
 //! - [`classify`]: what counts as a failure, shared by every layer.
+//! - `http` (feature `http`): rejections as `503` / `429` responses with
+//!   `Retry-After`, for axum and hyper servers.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`circuit_breaker`]: stop calling what keeps failing ([`CircuitBreakerLayer`]).
 //! - [`retry`]: [`RetryLayer`], retries with jittered backoff, a shared
@@ -29,6 +31,8 @@ pub mod backoff;
 pub mod batch;
 pub mod circuit_breaker;
 pub mod classify;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod rate_limit;
 pub mod retry;
 

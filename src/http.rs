@@ -1,0 +1,303 @@
+//! HTTP integration (feature `http`): palisade's rejections as HTTP
+//! responses, so a server stacks the layers in front of its handlers and
+//! callers get `503` / `429` with a `Retry-After` they can trust.
+//!
+//! | error | status | `Retry-After` |
+//! |---|---|---|
+//! | [`CircuitOpen`] | 503 Service Unavailable | seconds until the next probe, rounded up |
+//! | [`RateLimited`] | 429 Too Many Requests | seconds until admitted, rounded up |
+//! | [`InsufficientCapacity`] | 413 Content Too Large | none: waiting never helps |
+//! | anything else | 500 Internal Server Error | none |
+//!
+//! `Retry-After` is rounded *up* and is never `0` while the client is
+//! limited (tower_governor #65 sent `0` for sub-second waits, and clients
+//! hammered). The error and its `source()` chain are searched, so a
+//! rejection wrapped by another layer is still found. Bodies are short
+//! fixed texts: an internal error's message never reaches the client.
+//!
+//! Two ways in:
+//! - [`ErrorResponseLayer`], outermost, turns every error of the stack into
+//!   a response; its error type is `Infallible`, which is what axum's
+//!   `Router::layer` asks for, so no `HandleErrorLayer` is needed.
+//! - [`error_response`], for axum's `HandleErrorLayer` or any hand-written
+//!   handling.
+//!
+//! The other direction, reading a server's `Retry-After`, is
+//! [`HttpRetryAfter`](crate::retry::HttpRetryAfter) for the retry layer; and
+//! [`ServerErrorsAsFailures`](crate::classify::ServerErrorsAsFailures) counts
+//! `5xx` answers as failures, so a breaker behind axum trips on `Ok(500)`.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade::http::ErrorResponseLayer;
+//! use palisade::RateLimitLayer;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! let app = ServiceBuilder::new()
+//!     .layer(ErrorResponseLayer::new())
+//!     .layer(RateLimitLayer::token_bucket(1, Duration::from_secs(10)).build()?)
+//!     .service(service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+//!     }));
+//!
+//! let first = app.clone().oneshot(http::Request::new(())).await?;
+//! assert_eq!(first.status(), 200);
+//! let second = app.oneshot(http::Request::new(())).await?;
+//! assert_eq!(second.status(), 429);
+//! assert_eq!(second.headers()["retry-after"], "10");
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::BoxError;
+use crate::circuit_breaker::CircuitOpen;
+use crate::rate_limit::{InsufficientCapacity, RateLimited};
+
+/// The response for an error from a palisade stack; see the
+/// [module docs](self) for the mapping.
+pub fn error_response<B: From<String>>(error: &(dyn Error + 'static)) -> Response<B> {
+    let (status, retry_after, text) = classify_error(error);
+    let mut response = Response::new(B::from(text.to_owned()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(wait) = retry_after {
+        headers.insert(RETRY_AFTER, retry_after_value(wait));
+    }
+    response
+}
+
+/// A `Retry-After` value in whole seconds, rounded up, at least 1.
+pub fn retry_after_value(wait: Duration) -> HeaderValue {
+    let whole = wait.as_secs();
+    let secs = if wait.subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    };
+    HeaderValue::from(secs.max(1))
+}
+
+fn classify_error(error: &(dyn Error + 'static)) -> (StatusCode, Option<Duration>, &'static str) {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(open) = e.downcast_ref::<CircuitOpen>() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(open.retry_after),
+                "service unavailable: circuit open",
+            );
+        }
+        if let Some(limited) = e.downcast_ref::<RateLimited>() {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(limited.retry_after),
+                "too many requests",
+            );
+        }
+        if e.is::<InsufficientCapacity>() {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                "request exceeds the rate limit's capacity",
+            );
+        }
+        next = e.source();
+    }
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        None,
+        "internal server error",
+    )
+}
+
+/// Turns every error of the service it wraps into an HTTP response
+/// ([`error_response`]), so the stack's error type is `Infallible`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorResponseLayer {
+    _priv: (),
+}
+
+impl ErrorResponseLayer {
+    /// The layer.
+    pub const fn new() -> Self {
+        Self { _priv: () }
+    }
+}
+
+impl<S> Layer<S> for ErrorResponseLayer {
+    type Service = ErrorResponse<S>;
+
+    fn layer(&self, inner: S) -> ErrorResponse<S> {
+        ErrorResponse {
+            inner,
+            failed_ready: None,
+        }
+    }
+}
+
+/// The service of [`ErrorResponseLayer`].
+#[derive(Debug)]
+pub struct ErrorResponse<S> {
+    inner: S,
+    // An error from the inner `poll_ready`: this service reports ready and
+    // answers the next `call` with the error's response instead.
+    failed_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for ErrorResponse<S> {
+    /// A clone starts afresh: a pending readiness error belongs to the
+    /// instance that was polled.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            failed_ready: None,
+        }
+    }
+}
+
+impl<S> ErrorResponse<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, B> Service<Req> for ErrorResponse<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: From<String>,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = ErrorResponseFuture<S::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A readiness error cannot be a response here (there is no request
+        // yet): report ready and let `call` answer with the error instead.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => {
+                self.failed_ready = Some(error.into());
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match self.failed_ready.take() {
+            Some(error) => ErrorResponseFuture {
+                state: State::Answered {
+                    response: Some(error_response(&*error)),
+                },
+            },
+            None => ErrorResponseFuture {
+                state: State::Called {
+                    future: self.inner.call(request),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`ErrorResponse`].
+    #[derive(Debug)]
+    pub struct ErrorResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[derive(Debug)]
+    #[project = Projected]
+    enum State<F, B> {
+        // The inner call is in flight.
+        Called {
+            #[pin]
+            future: F,
+        },
+        // Answered already, from a readiness error.
+        Answered {
+            response: Option<Response<B>>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ErrorResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: From<String>,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            Projected::Called { future } => Poll::Ready(Ok(match ready!(future.poll(cx)) {
+                Ok(response) => response,
+                Err(error) => error_response(&*error.into()),
+            })),
+            Projected::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ErrorResponseFuture polled after completion"))),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_value(Duration::ZERO), "1");
+        assert_eq!(retry_after_value(Duration::from_nanos(1)), "1");
+        assert_eq!(retry_after_value(Duration::from_millis(1500)), "2");
+        assert_eq!(retry_after_value(Duration::from_secs(3)), "3");
+        assert_eq!(
+            retry_after_value(Duration::MAX),
+            u64::MAX.to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn unknown_errors_are_500_without_their_text() {
+        let err: BoxError = "database password is hunter2".into();
+        let res: Response<String> = error_response(&*err);
+        assert_eq!(res.status(), 500);
+        assert!(!res.body().contains("hunter2"));
+        assert!(res.headers().get(RETRY_AFTER).is_none());
+    }
+}
