@@ -47,6 +47,11 @@ pub use classify::{Classify, Outcome};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};
 
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The error type of layers that add failures of their own, tower's
 /// convention: downcast it to the layer's error type
 /// (`err.downcast_ref::<CircuitOpen>()`).
