@@ -119,6 +119,56 @@ fn forged_leftmost_entries_never_change_the_key() {
 }
 
 #[test]
+fn proxied_by_reads_headers_only_from_proxy_peers() {
+    let behind = ClientIp::x_forwarded_for(1).proxied_by(|peer| peer.is_loopback());
+    let line: &[(&str, &[u8])] = &[("x-forwarded-for", b"6.6.6.6, 203.0.113.7")];
+    // Through the proxy: the entry it appended.
+    assert_eq!(
+        behind.key(&request(Some("127.0.0.1:9"), line)),
+        ip("203.0.113.7")
+    );
+    // IPv4-mapped loopback is loopback.
+    assert_eq!(
+        behind.key(&request(Some("[::ffff:127.0.0.1]:9"), line)),
+        ip("203.0.113.7")
+    );
+    // Straight to the server: the peer is the client, its header ignored.
+    assert_eq!(
+        behind.key(&request(Some("192.0.2.1:9"), line)),
+        ip("192.0.2.1")
+    );
+    assert_eq!(
+        behind.key(&request(Some("[2001:db8::5]:9"), line)),
+        ip("2001:db8::")
+    );
+    // No peer address: cannot tell, the unknown key.
+    assert_eq!(behind.key(&request(None, line)), ClientKey::Unknown);
+    // Same for Forwarded and X-Real-IP.
+    let fwd: &[(&str, &[u8])] = &[
+        ("forwarded", b"for=203.0.113.7"),
+        ("x-real-ip", b"203.0.113.7"),
+    ];
+    for config in [ClientIp::forwarded(1), ClientIp::x_real_ip()] {
+        let config = config.proxied_by(|peer| peer.is_loopback());
+        assert_eq!(
+            config.key(&request(Some("127.0.0.1:9"), fwd)),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            config.key(&request(Some("192.0.2.1:9"), fwd)),
+            ip("192.0.2.1")
+        );
+    }
+    // No effect on peer().
+    assert_eq!(
+        ClientIp::peer()
+            .proxied_by(|_| true)
+            .key(&request(Some("192.0.2.1:9"), line)),
+        ip("192.0.2.1")
+    );
+}
+
+#[test]
 fn header_lines_concatenate_and_empty_elements_do_not_count() {
     let req = xff(&["6.6.6.6,", "", " ,203.0.113.7 ,", "10.1.1.1"]);
     assert_eq!(ClientIp::x_forwarded_for(1).key(&req), ip("10.1.1.1"));
@@ -296,8 +346,10 @@ fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
-fn all_configs(trust: usize) -> [ClientIp; 6] {
+fn all_configs(trust: usize) -> [ClientIp; 8] {
     [
+        ClientIp::x_forwarded_for(trust).proxied_by(|peer| peer.is_loopback()),
+        ClientIp::x_real_ip().proxied_by(|peer| peer.is_ipv6()),
         ClientIp::peer(),
         ClientIp::x_forwarded_for(trust),
         ClientIp::forwarded(trust),
@@ -462,4 +514,26 @@ async fn without_a_proxy_the_peer_is_the_key_and_headers_are_ignored() {
         limited("10")
     );
     assert_eq!(get_via(&app, "[2001:db8:0:2::1]:1", &[]).await, OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_bypassing_the_proxy_is_keyed_by_its_own_address() {
+    let app = app(ClientIp::x_forwarded_for(1)
+        .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))
+        .proxied_by(|peer| peer == IpAddr::from([10, 0, 0, 1])));
+    // Through the proxy, the appended entry is the client.
+    assert_eq!(get_via(&app, PROXY, &["203.0.113.7"]).await, OK);
+    assert_eq!(get_via(&app, PROXY, &["203.0.113.8"]).await, OK);
+    // Straight to the server, a fresh forged header per request changes
+    // nothing: the key is the connection's address.
+    assert_eq!(get_via(&app, "192.0.2.1:1", &["198.51.100.1"]).await, OK);
+    for i in 2..10 {
+        let forged = format!("198.51.100.{i}");
+        assert_eq!(
+            get_via(&app, "192.0.2.1:1", &[&forged]).await,
+            limited("10")
+        );
+    }
+    // Nor can it borrow a proxied client's key by naming it.
+    assert_eq!(get_via(&app, "192.0.2.2:1", &["203.0.113.7"]).await, OK);
 }

@@ -102,10 +102,12 @@ pub struct InvalidPrefixLength(pub u8);
 /// # Trusting a header
 ///
 /// `x_forwarded_for(n)`, `forwarded(n)` and `x_real_ip()` are only sound if
-/// *every* request reaches the server through those proxies (the server is
-/// not reachable directly) and the proxies append to (or, for `X-Real-IP`,
-/// overwrite) the header. Otherwise a client talking to the server directly
-/// writes the header itself. Behind no proxy, use [`ClientIp::peer`].
+/// the proxies append to (or, for `X-Real-IP`, overwrite) the header, and
+/// *every* request reaches the server through them. If the server can also
+/// be reached directly, a client doing so writes the header itself: say
+/// which peers are your proxies with [`proxied_by`](ClientIp::proxied_by),
+/// and any other peer is taken as the client, its headers ignored. Behind no
+/// proxy, use [`ClientIp::peer`].
 ///
 /// # The peer address
 ///
@@ -155,6 +157,8 @@ pub struct ClientIp {
     /// Kept bits of an IPv6 address.
     ipv6_mask: u128,
     peer: fn(&Extensions) -> Option<SocketAddr>,
+    /// Which peers may set the header; `None`: every peer.
+    is_proxy: Option<fn(IpAddr) -> bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +174,7 @@ impl fmt::Debug for ClientIp {
         f.debug_struct("ClientIp")
             .field("source", &self.source)
             .field("ipv6_prefix", &self.ipv6_mask.count_ones())
+            .field("proxied_by", &self.is_proxy.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +189,7 @@ impl ClientIp {
             source,
             ipv6_mask: prefix_mask(64),
             peer: socket_addr_extension,
+            is_proxy: None,
         }
     }
 
@@ -243,6 +249,29 @@ impl ClientIp {
         self
     }
 
+    /// Reads the header only from a peer for which `is_proxy` holds (given
+    /// the peer's canonical address: IPv4-mapped IPv6 as IPv4). Any other
+    /// peer reached the server directly and is itself the client; without a
+    /// peer address the key is [`ClientKey::Unknown`]. No effect on
+    /// [`peer`](Self::peer).
+    ///
+    /// ```
+    /// use palisade::http::{ClientIp, ClientKey};
+    /// use std::net::{IpAddr, SocketAddr};
+    ///
+    /// // The proxy runs on the same host.
+    /// let client_ip = ClientIp::x_forwarded_for(1).proxied_by(|peer| peer.is_loopback());
+    ///
+    /// let mut direct = http::Request::new(());
+    /// direct.headers_mut().insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    /// direct.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 1], 4000)));
+    /// assert_eq!(client_ip.key(&direct), ClientKey::Ip([192, 0, 2, 1].into()));
+    /// ```
+    pub const fn proxied_by(mut self, is_proxy: fn(IpAddr) -> bool) -> Self {
+        self.is_proxy = Some(is_proxy);
+        self
+    }
+
     /// The key of `request`.
     pub fn key<B>(&self, request: &Request<B>) -> ClientKey {
         self.key_from_parts(request.headers(), request.extensions())
@@ -251,6 +280,13 @@ impl ClientIp {
     /// The key of a request with these headers and extensions (for
     /// [`http::request::Parts`] or a framework's own request type).
     pub fn key_from_parts(&self, headers: &HeaderMap, extensions: &Extensions) -> ClientKey {
+        if let (Some(is_proxy), false) = (self.is_proxy, self.source == Source::Peer) {
+            match (self.peer)(extensions).map(|addr| addr.ip().to_canonical()) {
+                Some(peer) if is_proxy(peer) => {}
+                Some(client) => return ClientKey::Ip(self.normalise(client)),
+                None => return ClientKey::Unknown,
+            }
+        }
         let ip = match self.source {
             Source::Peer => (self.peer)(extensions).map(|addr| addr.ip()),
             Source::XForwardedFor(n) => {
