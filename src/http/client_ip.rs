@@ -10,7 +10,7 @@ use http::{Extensions, HeaderMap, Request};
 
 use crate::rate_limit::KeyExtractor;
 
-/// `X-Forwarded-For` and `X-Real-IP` (not in `http`'s list of standard names).
+// `X-Forwarded-For` and `X-Real-IP` are not in `http`'s list of standard names.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
@@ -303,6 +303,8 @@ impl ClientIp {
 
     /// A closure for [`RateLimitBuilder::keyed`](crate::rate_limit::RateLimitBuilder::keyed),
     /// for requests `http::Request<B>` (name `B` if it cannot be inferred).
+    /// `keyed` takes a closure, hence this; code generic over
+    /// [`KeyExtractor`] can use a `ClientIp` as it is.
     pub fn into_fn<B>(self) -> impl Fn(&Request<B>) -> ClientKey + Clone + Send + Sync {
         move |request| self.key(request)
     }
