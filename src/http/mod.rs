@@ -27,6 +27,30 @@
 //! [`ServerErrorsAsFailures`](crate::classify::ServerErrorsAsFailures) counts
 //! `5xx` answers as failures, so a breaker behind axum trips on `Ok(500)`.
 //!
+//! # Client-IP keys
+//!
+//! [`ClientIp`] keys a [keyed](crate::rate_limit::RateLimitBuilder::keyed)
+//! limiter by client address, read from the one source you trust: the
+//! connection's peer, or the `X-Forwarded-For` / `Forwarded` entry that your
+//! own proxies wrote, counted from the *right* (the leftmost entry is
+//! whatever the client sent). Requests without a trustworthy address share
+//! one [`ClientKey::Unknown`], so garbage cannot mint keys; IPv6 clients are
+//! keyed by their `/64` by default.
+//!
+//! ```
+//! use palisade::RateLimitLayer;
+//! use palisade::http::ClientIp;
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), palisade::rate_limit::ConfigError> {
+//! // Behind one reverse proxy that appends to X-Forwarded-For.
+//! let per_client = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
+//!     .keyed(ClientIp::x_forwarded_for(1).into_fn::<axum::body::Body>())
+//!     .build()?;
+//! # let _ = per_client;
+//! # Ok(()) }
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -67,6 +91,9 @@ use tower::{Layer, Service};
 use crate::BoxError;
 use crate::circuit_breaker::CircuitOpen;
 use crate::rate_limit::{InsufficientCapacity, RateLimited};
+
+mod client_ip;
+pub use client_ip::{ClientIp, ClientKey, InvalidPrefixLength};
 
 /// The response for an error from a palisade stack; see the
 /// [module docs](self) for the mapping.
