@@ -44,9 +44,21 @@
 //! - [`GrpcErrorLayer`], outermost, turns every error of the stack into a
 //!   trailers-only gRPC response (HTTP 200, `content-type: application/grpc`,
 //!   `grpc-status`, `grpc-message` and the metadata in the headers, an empty
-//!   body). Its error type is `Infallible`, so a tonic server can stack
-//!   palisade layers with `Server::builder().layer(..)` and its clients see
-//!   proper gRPC errors instead of a reset stream.
+//!   body). Its error type is `Infallible`. A tonic server stacks palisade
+//!   layers with `Server::builder().layer(..)`; tonic itself answers only a
+//!   `Status` error with a gRPC status and resets the stream for any other
+//!   error (a palisade rejection), so put this layer first (outermost):
+//!
+//!   ```text
+//!   Server::builder()
+//!       .layer(GrpcErrorLayer::new())
+//!       .layer(breaker)   // CircuitBreakerLayer with GrpcErrorsAsFailures
+//!       .layer(limiter)   // RateLimitLayer
+//!       .add_service(GreeterServer::new(greeter))
+//!   ```
+//!
+//!   The layers wrap the server's routes, built once and cloned per
+//!   connection, so every connection shares one breaker and one limit.
 //! - [`status_from_error`], for hand-written handling, or a client that
 //!   wants a `Status` out of a palisade error.
 //!
@@ -57,7 +69,9 @@
 //!   case for a successful or streaming call) cannot be seen by a response
 //!   classifier, which runs when the headers arrive: such a response counts
 //!   as a success. Rejections and most early errors are trailers-only, so
-//!   they are seen.
+//!   they are seen; so is a tonic handler's `Err(Status)`, which tonic's
+//!   server answers as a trailers-only response. An error a streaming
+//!   handler sends after its first message is not.
 //! - [`StatusErrorsAsFailures`] classifies `Result<T, tonic::Status>`, for
 //!   a layer around a service whose error is `Status`.
 //!

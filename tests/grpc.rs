@@ -294,10 +294,15 @@ impl Service<Request<()>> for FailsReadyOnce {
 
 #[tokio::test(start_paused = true)]
 async fn a_readiness_error_answers_the_next_call_only() {
+    let polls = Arc::new(AtomicU64::new(0));
     let mut app = GrpcErrorLayer::new().layer(FailsReadyOnce {
-        failed: Arc::new(AtomicU64::new(0)),
+        failed: polls.clone(),
     });
     app.ready().await.unwrap();
+    // Ready twice: the pending error answers; the inner service is not
+    // polled again (it could reserve capacity the answer would never use).
+    app.ready().await.unwrap();
+    assert_eq!(polls.load(SeqCst), 1);
     // A clone holds no pending error of the original's.
     let fresh = app.clone();
     let res = app.call(Request::new(())).await.unwrap();
@@ -442,6 +447,33 @@ fn heads_without_grpc_status() {
     // A proxy's 503 / 502 / 504 / 429 is UNAVAILABLE to a gRPC client.
     for s in [429, 502, 503, 504] {
         assert_eq!(c.classify(&Ok::<_, ()>(plain(s))), Outcome::Failure, "{s}");
+    }
+    // Exactly the mapped code, checked one code at a time.
+    let only = |code: Code| GrpcErrorsAsFailures::with_failures(GrpcCodes::empty().with(code));
+    let mapped = [
+        (400, Code::Internal),
+        (401, Code::Unauthenticated),
+        (403, Code::PermissionDenied),
+        (404, Code::Unimplemented),
+        (429, Code::Unavailable),
+        (500, Code::Unknown),
+        (502, Code::Unavailable),
+        (503, Code::Unavailable),
+        (504, Code::Unavailable),
+        (418, Code::Unknown),
+    ];
+    for (s, code) in mapped {
+        assert_eq!(
+            only(code).classify(&Ok::<_, ()>(plain(s))),
+            Outcome::Failure,
+            "{s}"
+        );
+        let others = GrpcErrorsAsFailures::with_failures(GrpcCodes::all_errors().without(code));
+        assert_eq!(
+            others.classify(&Ok::<_, ()>(plain(s))),
+            Outcome::Ignored,
+            "{s}"
+        );
     }
     assert_eq!(c.classify(&Ok::<_, ()>(plain(500))), Outcome::Failure); // UNKNOWN
     assert_eq!(c.classify(&Ok::<_, ()>(plain(404))), Outcome::Ignored); // UNIMPLEMENTED
