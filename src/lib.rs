@@ -10,6 +10,8 @@
 //! - [`classify`]: what counts as a failure, shared by every layer.
 //! - `http` (feature `http`): rejections as `503` / `429` responses with
 //!   `Retry-After`, for axum and hyper servers.
+//! - `grpc` (feature `tonic`): rejections as `tonic::Status` and
+//!   trailers-only gRPC responses, and classifiers reading gRPC codes.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`circuit_breaker`]: stop calling what keeps failing ([`CircuitBreakerLayer`]).
 //! - [`retry`]: [`RetryLayer`], retries with jittered backoff, a shared
@@ -31,6 +33,8 @@ pub mod backoff;
 pub mod batch;
 pub mod circuit_breaker;
 pub mod classify;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod rate_limit;
