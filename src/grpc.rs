@@ -114,22 +114,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::convert::Infallible;
 use std::error::Error;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Response, StatusCode};
-use pin_project_lite::pin_project;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::BoxError;
 use crate::circuit_breaker::CircuitOpen;
 use crate::classify::{Classify, Outcome};
+use crate::http::{ErrorMapper, ErrorResponse, ErrorResponseFuture};
 use crate::rate_limit::{InsufficientCapacity, RateLimited};
 use crate::retry::RetryAfter;
 
@@ -215,6 +210,8 @@ pub fn pushback_ms(wait: Duration) -> u64 {
 /// Successful responses pass through untouched. An error from the inner
 /// `poll_ready` (a rejection decided before the request is seen) makes this
 /// service report ready and answer the next `call` with the error's status.
+/// The service is the `http` module's [`ErrorResponse`] with [`GrpcErrors`]
+/// as its mapper.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcErrorLayer {
     _priv: (),
@@ -231,131 +228,26 @@ impl<S> Layer<S> for GrpcErrorLayer {
     type Service = GrpcError<S>;
 
     fn layer(&self, inner: S) -> GrpcError<S> {
-        GrpcError {
-            inner,
-            failed_ready: None,
-        }
+        ErrorResponse::new(inner, GrpcErrors)
+    }
+}
+
+/// The [`ErrorMapper`] of [`GrpcErrorLayer`]: [`status_from_error`] as a
+/// trailers-only response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcErrors;
+
+impl<B: Default> ErrorMapper<B> for GrpcErrors {
+    fn error_response(&self, error: &(dyn Error + 'static)) -> Response<B> {
+        status_from_error(error).into_http()
     }
 }
 
 /// The service of [`GrpcErrorLayer`].
-#[derive(Debug)]
-pub struct GrpcError<S> {
-    inner: S,
-    // An error from the inner `poll_ready`, answered by the next `call`.
-    failed_ready: Option<BoxError>,
-}
+pub type GrpcError<S> = ErrorResponse<S, GrpcErrors>;
 
-impl<S: Clone> Clone for GrpcError<S> {
-    /// A clone starts afresh: a pending readiness error belongs to the
-    /// instance that was polled.
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            failed_ready: None,
-        }
-    }
-}
-
-impl<S> GrpcError<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, Req, B> Service<Req> for GrpcError<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Default,
-{
-    type Response = Response<B>;
-    type Error = Infallible;
-    type Future = GrpcErrorFuture<S::Future, B>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.failed_ready.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(error)) => {
-                self.failed_ready = Some(error.into());
-                Poll::Ready(Ok(()))
-            }
-        }
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let state = match self.failed_ready.take() {
-            Some(error) => State::Answered {
-                response: Some(status_from_error(&*error).into_http()),
-            },
-            None => State::Called {
-                future: self.inner.call(request),
-            },
-        };
-        GrpcErrorFuture { state }
-    }
-}
-
-pin_project! {
-    /// The future of [`GrpcError`].
-    #[derive(Debug)]
-    pub struct GrpcErrorFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-pin_project! {
-    #[derive(Debug)]
-    #[project = Projected]
-    enum State<F, B> {
-        // The inner call is in flight.
-        Called {
-            #[pin]
-            future: F,
-        },
-        // Answered already, from a readiness error.
-        Answered {
-            response: Option<Response<B>>,
-        },
-    }
-}
-
-impl<F, B, E> Future for GrpcErrorFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-    B: Default,
-{
-    type Output = Result<Response<B>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            Projected::Called { future } => Poll::Ready(Ok(match ready!(future.poll(cx)) {
-                Ok(response) => response,
-                Err(error) => status_from_error(&*error.into()).into_http(),
-            })),
-            Projected::Answered { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("GrpcErrorFuture polled after completion"))),
-        }
-    }
-}
+/// The future of [`GrpcError`].
+pub type GrpcErrorFuture<F, B> = ErrorResponseFuture<F, B, GrpcErrors>;
 
 // ---------------------------------------------------------------------------
 // Classifiers

@@ -76,24 +76,20 @@
 //! # Ok(()) }
 //! ```
 
-use std::convert::Infallible;
 use std::error::Error;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
-use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::BoxError;
 use crate::circuit_breaker::CircuitOpen;
 use crate::rate_limit::{InsufficientCapacity, RateLimited};
 
 mod client_ip;
+mod respond;
 pub use client_ip::{ClientIp, ClientKey, InvalidPrefixLength};
+pub use respond::{ErrorMapper, ErrorResponse, ErrorResponseFuture};
 
 /// The response for an error from a palisade stack; see the
 /// [module docs](self) for the mapping.
@@ -156,150 +152,43 @@ fn classify_error(error: &(dyn Error + 'static)) -> (StatusCode, Option<Duration
     )
 }
 
-/// Turns every error of the service it wraps into an HTTP response
-/// ([`error_response`]), so the stack's error type is `Infallible`.
+/// The [`ErrorMapper`] of [`ErrorResponseLayer`]: [`error_response`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ErrorResponseLayer {
-    _priv: (),
+pub struct HttpErrors;
+
+impl<B: From<String>> ErrorMapper<B> for HttpErrors {
+    fn error_response(&self, error: &(dyn Error + 'static)) -> Response<B> {
+        error_response(error)
+    }
+}
+
+/// Turns every error of the service it wraps into an HTTP response
+/// ([`error_response`], or your own [`ErrorMapper`]), so the stack's error
+/// type is `Infallible`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorResponseLayer<M = HttpErrors> {
+    mapper: M,
 }
 
 impl ErrorResponseLayer {
-    /// The layer.
+    /// The layer, answering with [`error_response`].
     pub const fn new() -> Self {
-        Self { _priv: () }
+        Self { mapper: HttpErrors }
     }
 }
 
-impl<S> Layer<S> for ErrorResponseLayer {
-    type Service = ErrorResponse<S>;
-
-    fn layer(&self, inner: S) -> ErrorResponse<S> {
-        ErrorResponse {
-            inner,
-            failed_ready: None,
-        }
+impl<M> ErrorResponseLayer<M> {
+    /// The layer, answering with responses made by `mapper`.
+    pub const fn with_mapper(mapper: M) -> Self {
+        Self { mapper }
     }
 }
 
-/// The service of [`ErrorResponseLayer`].
-#[derive(Debug)]
-pub struct ErrorResponse<S> {
-    inner: S,
-    // An error from the inner `poll_ready`: this service reports ready and
-    // answers the next `call` with the error's response instead.
-    failed_ready: Option<BoxError>,
-}
+impl<S, M: Clone> Layer<S> for ErrorResponseLayer<M> {
+    type Service = ErrorResponse<S, M>;
 
-impl<S: Clone> Clone for ErrorResponse<S> {
-    /// A clone starts afresh: a pending readiness error belongs to the
-    /// instance that was polled.
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            failed_ready: None,
-        }
-    }
-}
-
-impl<S> ErrorResponse<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, Req, B> Service<Req> for ErrorResponse<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: From<String>,
-{
-    type Response = Response<B>;
-    type Error = Infallible;
-    type Future = ErrorResponseFuture<S::Future, B>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A readiness error cannot be a response here (there is no request
-        // yet): report ready and let `call` answer with the error instead.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(error)) => {
-                self.failed_ready = Some(error.into());
-                Poll::Ready(Ok(()))
-            }
-        }
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        match self.failed_ready.take() {
-            Some(error) => ErrorResponseFuture {
-                state: State::Answered {
-                    response: Some(error_response(&*error)),
-                },
-            },
-            None => ErrorResponseFuture {
-                state: State::Called {
-                    future: self.inner.call(request),
-                },
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// The future of [`ErrorResponse`].
-    #[derive(Debug)]
-    pub struct ErrorResponseFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-pin_project! {
-    #[derive(Debug)]
-    #[project = Projected]
-    enum State<F, B> {
-        // The inner call is in flight.
-        Called {
-            #[pin]
-            future: F,
-        },
-        // Answered already, from a readiness error.
-        Answered {
-            response: Option<Response<B>>,
-        },
-    }
-}
-
-impl<F, B, E> Future for ErrorResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-    B: From<String>,
-{
-    type Output = Result<Response<B>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            Projected::Called { future } => Poll::Ready(Ok(match ready!(future.poll(cx)) {
-                Ok(response) => response,
-                Err(error) => error_response(&*error.into()),
-            })),
-            Projected::Answered { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ErrorResponseFuture polled after completion"))),
-        }
+    fn layer(&self, inner: S) -> ErrorResponse<S, M> {
+        ErrorResponse::new(inner, self.mapper.clone())
     }
 }
 
@@ -321,7 +210,7 @@ mod tests {
 
     #[test]
     fn unknown_errors_are_500_without_their_text() {
-        let err: BoxError = "database password is hunter2".into();
+        let err: crate::BoxError = "database password is hunter2".into();
         let res: Response<String> = error_response(&*err);
         assert_eq!(res.status(), 500);
         assert!(!res.body().contains("hunter2"));
