@@ -979,3 +979,38 @@ async fn every_transition_emits_a_tracing_event() {
     }
     assert!(lines[0].contains("open_for=1s"), "{}", lines[0]);
 }
+
+/// "The open duration starts again from its base at the next trip" holds
+/// for decorrelated jitter too: the first open period after a close is
+/// drawn from `[base, 3 * base]`, not from the last (grown) period.
+#[tokio::test(start_paused = true)]
+async fn decorrelated_open_duration_starts_over_after_close() {
+    let backoff = Backoff::exponential(secs(1))
+        .max_delay(secs(600))
+        .jitter(Jitter::Decorrelated)
+        .build()
+        .unwrap();
+    let (mut svc, mock) = breaker(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .open_backoff(backoff)
+            .seed(7),
+    );
+    let h = svc.handle();
+    for cycle in 0..5 {
+        step(&mut svc, &mock, Step::err()).await.unwrap_err();
+        let first = rejected(&call(&mut svc).await).unwrap();
+        assert!(
+            first >= secs(1) && first <= secs(3),
+            "cycle {cycle}: first open period {first:?} not in [1s, 3s]"
+        );
+        advance(first).await;
+        // Grow the open period with failed probes.
+        for _ in 0..8 {
+            step(&mut svc, &mock, Step::err()).await.unwrap_err();
+            let wait = rejected(&call(&mut svc).await).unwrap();
+            advance(wait).await;
+        }
+        step(&mut svc, &mock, Step::ok()).await.unwrap();
+        assert_eq!(h.state(), State::Closed);
+    }
+}
