@@ -1014,3 +1014,45 @@ async fn decorrelated_open_duration_starts_over_after_close() {
         assert_eq!(h.state(), State::Closed);
     }
 }
+
+/// "Trips at the threshold" holds for rates whose product with the call
+/// count rounds up in floating point: 0.55 * 100 is 55.00000000000001, so a
+/// `failures >= rate * calls` test never trips on 55 failures of 100.
+#[tokio::test(start_paused = true)]
+async fn rates_trip_exactly_at_thresholds_that_round_up() {
+    for (rate, size, threshold) in [(0.55, 100, 55), (0.07, 100, 7), (0.28, 25, 7)] {
+        let (mut svc, mock) = breaker(
+            CircuitBreakerLayer::failure_rate(rate)
+                .window(Window::count(size))
+                .min_calls(u64::from(size)),
+        );
+        let h = svc.handle();
+        for _ in 0..size - threshold {
+            call(&mut svc).await.unwrap();
+        }
+        mock.set_default(Step::err());
+        for _ in 0..threshold - 1 {
+            call(&mut svc).await.unwrap_err();
+        }
+        assert_eq!(h.state(), State::Closed, "{rate}: one failure short");
+        call(&mut svc).await.unwrap_err();
+        assert_eq!(h.state(), State::Open, "{rate}: {threshold} of {size}");
+    }
+    // The same for the slow-call rate.
+    let (mut svc, mock) = breaker(
+        CircuitBreakerLayer::slow_call_rate(0.55, ms(10))
+            .window(Window::count(100))
+            .min_calls(100),
+    );
+    let h = svc.handle();
+    for _ in 0..45 {
+        call(&mut svc).await.unwrap();
+    }
+    mock.set_default(Step::ok().after(ms(10)));
+    for _ in 0..54 {
+        call(&mut svc).await.unwrap();
+    }
+    assert_eq!(h.state(), State::Closed, "one slow call short");
+    call(&mut svc).await.unwrap();
+    assert_eq!(h.state(), State::Open, "55 slow calls of 100");
+}
