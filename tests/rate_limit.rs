@@ -623,3 +623,29 @@ async fn window_reservations_dropped_unused() {
     drop(b); // the entry stays in the log
     assert!(send(&mut a, 1).await.is_err());
 }
+
+/// A wait-mode refusal reserves nothing, so it is not kept across polls:
+/// polled ready again once capacity is back, the service is admitted,
+/// instead of delivering a refusal (and a `retry_after`) decided long ago.
+#[tokio::test(start_paused = true)]
+async fn wait_mode_refusal_is_decided_afresh_when_polled_again() {
+    let layer = waiting(10, 1, ms(150));
+    let (mut svc, mock) = service(&layer);
+    send(&mut svc, 0).await.unwrap();
+    let mut other = svc.clone();
+    // `other` books 100 ms; the next slot (200 ms) is beyond the bound.
+    let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(other.poll_ready(cx))).await;
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(svc.poll_ready(cx))).await;
+    assert!(
+        matches!(first, std::task::Poll::Ready(Ok(()))),
+        "refused at once"
+    );
+    drop(other); // gives its booking back
+    advance(ms(300)).await;
+    // Polled ready again: decided now, and admitted.
+    svc.ready().await.unwrap();
+    let reply = svc.call(1).await.expect("capacity is back: admitted");
+    assert_eq!(reply.request, 1);
+    assert_eq!(mock.calls(), 2);
+    assert_eq!(layer.handle().rejected(), 0);
+}
