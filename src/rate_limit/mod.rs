@@ -272,8 +272,15 @@ impl<S, K, C> RateLimit<S, K, C> {
                         _ => now.saturating_add(max_wait),
                     };
                     let budget = deadline.saturating_sub(now);
-                    match self.limiter.acquire(0, 1, budget) {
-                        Outcome::Admit { at, undo } => self.slot = Slot::Reserved { at, undo },
+                    // The reading above is the limiter's too: one clock
+                    // read when the request may go at once.
+                    match self.limiter.acquire_at(now, 0, 1, budget) {
+                        Outcome::Admit { at, undo } => {
+                            self.slot = Slot::Reserved { at, undo };
+                            if at <= now {
+                                return Poll::Ready(());
+                            }
+                        }
                         Outcome::Never(e) => self.slot = Slot::Refused(Refusal::Never(e)),
                         Outcome::Deny(e) => {
                             let retry = duration_to_nanos(e.retry_after);
