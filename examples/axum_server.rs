@@ -52,11 +52,7 @@ async fn main() -> Result<(), BoxError> {
         let breaker_state = breaker_state.clone();
         async move {
             let response = app
-                .oneshot(
-                    Request::get("/")
-                        .body(Body::empty())
-                        .expect("valid request"),
-                )
+                .oneshot(Request::get("/").body(Body::empty()).expect("valid request"))
                 .await
                 .expect("infallible");
             let retry_after = response
