@@ -979,3 +979,80 @@ async fn every_transition_emits_a_tracing_event() {
     }
     assert!(lines[0].contains("open_for=1s"), "{}", lines[0]);
 }
+
+/// "The open duration starts again from its base at the next trip" holds
+/// for decorrelated jitter too: the first open period after a close is
+/// drawn from `[base, 3 * base]`, not from the last (grown) period.
+#[tokio::test(start_paused = true)]
+async fn decorrelated_open_duration_starts_over_after_close() {
+    let backoff = Backoff::exponential(secs(1))
+        .max_delay(secs(600))
+        .jitter(Jitter::Decorrelated)
+        .build()
+        .unwrap();
+    let (mut svc, mock) = breaker(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .open_backoff(backoff)
+            .seed(7),
+    );
+    let h = svc.handle();
+    for cycle in 0..5 {
+        step(&mut svc, &mock, Step::err()).await.unwrap_err();
+        let first = rejected(&call(&mut svc).await).unwrap();
+        assert!(
+            first >= secs(1) && first <= secs(3),
+            "cycle {cycle}: first open period {first:?} not in [1s, 3s]"
+        );
+        advance(first).await;
+        // Grow the open period with failed probes.
+        for _ in 0..8 {
+            step(&mut svc, &mock, Step::err()).await.unwrap_err();
+            let wait = rejected(&call(&mut svc).await).unwrap();
+            advance(wait).await;
+        }
+        step(&mut svc, &mock, Step::ok()).await.unwrap();
+        assert_eq!(h.state(), State::Closed);
+    }
+}
+
+/// "Trips at the threshold" holds for rates whose product with the call
+/// count rounds up in floating point: 0.55 * 100 is 55.00000000000001, so a
+/// `failures >= rate * calls` test never trips on 55 failures of 100.
+#[tokio::test(start_paused = true)]
+async fn rates_trip_exactly_at_thresholds_that_round_up() {
+    for (rate, size, threshold) in [(0.55, 100, 55), (0.07, 100, 7), (0.28, 25, 7)] {
+        let (mut svc, mock) = breaker(
+            CircuitBreakerLayer::failure_rate(rate)
+                .window(Window::count(size))
+                .min_calls(u64::from(size)),
+        );
+        let h = svc.handle();
+        for _ in 0..size - threshold {
+            call(&mut svc).await.unwrap();
+        }
+        mock.set_default(Step::err());
+        for _ in 0..threshold - 1 {
+            call(&mut svc).await.unwrap_err();
+        }
+        assert_eq!(h.state(), State::Closed, "{rate}: one failure short");
+        call(&mut svc).await.unwrap_err();
+        assert_eq!(h.state(), State::Open, "{rate}: {threshold} of {size}");
+    }
+    // The same for the slow-call rate.
+    let (mut svc, mock) = breaker(
+        CircuitBreakerLayer::slow_call_rate(0.55, ms(10))
+            .window(Window::count(100))
+            .min_calls(100),
+    );
+    let h = svc.handle();
+    for _ in 0..45 {
+        call(&mut svc).await.unwrap();
+    }
+    mock.set_default(Step::ok().after(ms(10)));
+    for _ in 0..54 {
+        call(&mut svc).await.unwrap();
+    }
+    assert_eq!(h.state(), State::Closed, "one slow call short");
+    call(&mut svc).await.unwrap();
+    assert_eq!(h.state(), State::Open, "55 slow calls of 100");
+}

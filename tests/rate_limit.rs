@@ -623,3 +623,87 @@ async fn window_reservations_dropped_unused() {
     drop(b); // the entry stays in the log
     assert!(send(&mut a, 1).await.is_err());
 }
+
+/// A wait-mode refusal reserves nothing, so it is not kept across polls:
+/// polled ready again once capacity is back, the service is admitted,
+/// instead of delivering a refusal (and a `retry_after`) decided long ago.
+#[tokio::test(start_paused = true)]
+async fn wait_mode_refusal_is_decided_afresh_when_polled_again() {
+    let layer = waiting(10, 1, ms(150));
+    let (mut svc, mock) = service(&layer);
+    send(&mut svc, 0).await.unwrap();
+    let mut other = svc.clone();
+    // `other` books 100 ms; the next slot (200 ms) is beyond the bound.
+    let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(other.poll_ready(cx))).await;
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(svc.poll_ready(cx))).await;
+    assert!(
+        matches!(first, std::task::Poll::Ready(Ok(()))),
+        "refused at once"
+    );
+    drop(other); // gives its booking back
+    advance(ms(300)).await;
+    // Polled ready again: decided now, and admitted.
+    svc.ready().await.unwrap();
+    let reply = svc.call(1).await.expect("capacity is back: admitted");
+    assert_eq!(reply.request, 1);
+    assert_eq!(mock.calls(), 2);
+    assert_eq!(layer.handle().rejected(), 0);
+}
+
+/// Counts its wake-ups.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for CountingWaker {
+    fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+        arc_self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Wait mode neither busy-spins (tower-resilience #365: a `poll_ready` that
+/// wakes itself while pending) nor wakes only the last waiter of a shared
+/// timer (tower #454): each waiting instance is woken once, when its own
+/// booked time comes, and not before.
+#[tokio::test(start_paused = true)]
+async fn waiters_are_woken_once_each_at_their_time_never_spinning() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::task::{Context, Poll};
+
+    let layer = waiting(10, 1, Duration::from_secs(5));
+    let (mut first, mock) = service(&layer);
+    send(&mut first, 0).await.unwrap();
+    // Three waiters book 100, 200 and 300 ms.
+    let mut waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let count = Arc::new(CountingWaker(0.into()));
+            (first.clone(), count)
+        })
+        .collect();
+    for (svc, count) in &mut waiters {
+        let waker = futures::task::waker(count.clone());
+        let polled = svc.poll_ready(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending());
+    }
+    let wakes = |w: &[(RateLimit<support::Mock>, Arc<CountingWaker>)]| {
+        w.iter().map(|(_, c)| c.0.load(SeqCst)).collect::<Vec<_>>()
+    };
+    // No self-wake while pending.
+    tokio::task::yield_now().await;
+    assert_eq!(wakes(&waiters), [0, 0, 0], "pending poll_ready woke itself");
+    for (i, expected) in [[1, 0, 0], [1, 1, 0], [1, 1, 1]].into_iter().enumerate() {
+        advance(ms(100)).await;
+        assert_eq!(wakes(&waiters), expected, "after {} ms", 100 * (i + 1));
+    }
+    // Each is ready now, and a second poll does not re-arm a wake.
+    for (svc, count) in &mut waiters {
+        let waker = futures::task::waker(count.clone());
+        let polled = svc.poll_ready(&mut Context::from_waker(&waker));
+        assert!(matches!(polled, Poll::Ready(Ok(()))));
+    }
+    for (i, (svc, _)) in waiters.iter_mut().enumerate() {
+        svc.call(i as u64 + 1).await.unwrap();
+    }
+    advance(ms(500)).await;
+    assert_eq!(wakes(&waiters), [1, 1, 1], "no stray wake-ups");
+    assert_eq!(mock.calls(), 4);
+}

@@ -586,3 +586,33 @@ fn invalid_settings_are_errors_not_panics() {
     let err: BoxError = base().max_attempts(0).build().unwrap_err().into();
     assert!(err.to_string().contains("max_attempts"));
 }
+
+/// twilight PR #1356: `Instant + Duration` overflowing at large delays.
+/// Every limit at its maximum (delays of 584 years from the first retry,
+/// hints of `Duration::MAX`, no elapsed limit that fits an `Instant`):
+/// the request is retried and answered, never a panic.
+#[tokio::test(start_paused = true)]
+async fn maximal_delays_and_limits_never_overflow() {
+    let mock = Mock::new().script([Step::err(), Step::err()]);
+    let h = mock.handle();
+    let mut svc = RetryLayer::exponential(Duration::from_secs(1))
+        .factor(1e300)
+        .max_delay(Duration::MAX)
+        .max_attempts(u32::MAX)
+        .max_elapsed(Duration::MAX)
+        .max_retry_after(Duration::MAX)
+        .retry_after(|_: &Res| Some(Duration::MAX))
+        .seed(1)
+        .build()
+        .unwrap()
+        .layer(mock);
+    let reply = svc.ready().await.unwrap().call(0).await.unwrap();
+    assert_eq!(reply.request, 0);
+    assert_eq!(h.calls(), 3);
+    let gaps = gaps(&h.call_times());
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_secs(365 * 24 * 3600)),
+        "{gaps:?}"
+    );
+}

@@ -70,8 +70,8 @@
 //! - **Cost.** Linear in the batch size: completions are driven by a
 //!   `FuturesUnordered` (only woken calls are polled), results go straight
 //!   into their slot, no task is spawned per item, and the future yields to
-//!   the scheduler every few dozen steps so that a batch of instant answers
-//!   cannot hog its thread. No `Send` or `'static` bound: the future is
+//!   the scheduler every 128 steps (calls started or settled, tokio's own
+//!   task budget) so that a batch of instant answers cannot hog its thread. No `Send` or `'static` bound: the future is
 //!   `Send` when the service, requests and calls are.
 //!
 //! Requests must be finite: the answer has one result per request.

@@ -118,14 +118,20 @@ pub(crate) struct Rates {
 impl Rates {
     /// Trips at the threshold: `failures / calls >= rate`, once the window
     /// holds `min_calls` outcomes.
+    ///
+    /// Compared as a quotient, not as `failures >= rate * calls`: the
+    /// product can round *up* past a whole count (`0.55 * 100` is
+    /// `55.00000000000001`), which would never trip at the threshold. The
+    /// quotient is correctly rounded, so an exact `k / n == rate` compares
+    /// equal to the rate as written.
     #[inline]
     pub(crate) fn exceeded(&self, t: Tally) -> bool {
         if t.calls < self.min_calls || t.calls == 0 {
             return false;
         }
         let calls = t.calls as f64;
-        self.failure.is_some_and(|r| t.failures as f64 >= r * calls)
-            || self.slow.is_some_and(|r| t.slow as f64 >= r * calls)
+        self.failure.is_some_and(|r| t.failures as f64 / calls >= r)
+            || self.slow.is_some_and(|r| t.slow as f64 / calls >= r)
     }
 }
 
@@ -257,5 +263,21 @@ mod tests {
         assert!(r.exceeded(t(4, 2)));
         assert!(!r.exceeded(t(10, 4)));
         assert!(r.exceeded(t(10, 5)));
+        // Rates whose product with the count rounds up in f64.
+        for (rate, calls, failures) in [(0.55, 100, 55), (0.07, 100, 7), (0.28, 75, 21)] {
+            let r = Rates {
+                failure: Some(rate),
+                slow: Some(rate),
+                min_calls: 1,
+            };
+            assert!(r.exceeded(t(calls, failures)), "{rate}");
+            assert!(!r.exceeded(t(calls, failures - 1)), "{rate}");
+            let slow = Tally {
+                calls,
+                failures: 0,
+                slow: failures,
+            };
+            assert!(r.exceeded(slow), "slow {rate}");
+        }
     }
 }

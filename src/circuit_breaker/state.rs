@@ -403,8 +403,11 @@ impl Core {
             self.reopens.swap(1, Relaxed);
             0
         };
+        // A first trip starts the schedule over: no previous period, or
+        // decorrelated jitter would grow from the last chain's longest one.
         let previous = match self.last_open.load(Relaxed) {
             0 => None,
+            _ if !reopen => None,
             p => Some(p),
         };
         let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);

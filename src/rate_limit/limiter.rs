@@ -1,6 +1,7 @@
 //! One limiter: an algorithm, its storage (unkeyed cell or keyed shards),
 //! the clock, and the counts. Created once in `build()`, shared by `Arc`.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::time::Duration;
@@ -120,7 +121,28 @@ impl Limiter {
     /// windows admit only at once), and stores the admission.
     #[inline]
     pub(crate) fn acquire(&self, key: u64, cost: u64, max_wait: Nanos) -> Outcome {
-        let now = || self.clock.now();
+        self.acquire_with(key, cost, max_wait, || self.clock.now())
+    }
+
+    /// [`acquire`](Self::acquire) for a caller that has just read the clock
+    /// (`now`): the algorithm's first reading is `now` rather than a second
+    /// clock read; a refusal after a lost race still reads the clock afresh.
+    #[inline]
+    pub(crate) fn acquire_at(&self, now: Nanos, key: u64, cost: u64, max_wait: Nanos) -> Outcome {
+        let first = Cell::new(Some(now));
+        self.acquire_with(key, cost, max_wait, || {
+            first.take().unwrap_or_else(|| self.clock.now())
+        })
+    }
+
+    #[inline]
+    fn acquire_with(
+        &self,
+        key: u64,
+        cost: u64,
+        max_wait: Nanos,
+        now: impl Fn() -> Nanos,
+    ) -> Outcome {
         match &self.state {
             State::Gcra(g, cell) => {
                 let (d, undo) = cell.acquire(g, now, cost, max_wait);
@@ -257,6 +279,31 @@ impl Limiter {
                 limit: self.limit(),
                 remaining: 0,
             }),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const S: Nanos = 1_000_000_000;
+
+    /// `acquire_at` takes the caller's reading as its own (wait mode reads
+    /// the clock once per admission): a reading of 10 s on a clock that
+    /// reads 0 books the bucket from 10 s.
+    #[tokio::test(start_paused = true)]
+    async fn acquire_at_uses_the_callers_reading() {
+        let limiter = Limiter::new(Algorithm::Gcra(Gcra::new(1, S, 1).unwrap()), None);
+        assert_eq!(limiter.clock.now(), 0);
+        match limiter.acquire_at(10 * S, 0, 1, 0) {
+            Outcome::Admit { at, .. } => assert_eq!(at, 10 * S),
+            other => panic!("{other:?}"),
+        }
+        // The clock still reads 0: the next unit is 11 s away.
+        match limiter.acquire(0, 1, 0) {
+            Outcome::Deny(e) => assert_eq!(e.retry_after, Duration::from_secs(11)),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -99,7 +99,8 @@
 //! instance waits and reset after (no timer allocated per call). Polling
 //! ready again keeps the same reservation; `call` consumes it; a clone starts
 //! without one. A request whose wait would exceed `max_wait` is refused at
-//! once: `poll_ready` is ready and the response future holds the error.
+//! once: `poll_ready` is ready and the response future holds the error (a
+//! refusal reserves nothing, so polling ready again decides afresh).
 //! The reservation is taken before the inner service's own readiness is
 //! awaited, and it counts from its booked time.
 //!
@@ -248,6 +249,11 @@ impl<S, K, C> RateLimit<S, K, C> {
     /// Waits (wait mode) until this instance holds a reservation or a
     /// refusal.
     fn poll_wait(&mut self, cx: &mut Context<'_>, max_wait: Nanos) -> Poll<()> {
+        // A refusal holds nothing: polled ready again, decide afresh rather
+        // than deliver a refusal (and a `retry_after`) from an earlier poll.
+        if let Slot::Refused(_) = self.slot {
+            self.slot = Slot::Empty;
+        }
         loop {
             let now = self.limiter.clock.now();
             match self.slot {
@@ -266,8 +272,15 @@ impl<S, K, C> RateLimit<S, K, C> {
                         _ => now.saturating_add(max_wait),
                     };
                     let budget = deadline.saturating_sub(now);
-                    match self.limiter.acquire(0, 1, budget) {
-                        Outcome::Admit { at, undo } => self.slot = Slot::Reserved { at, undo },
+                    // The reading above is the limiter's too: one clock
+                    // read when the request may go at once.
+                    match self.limiter.acquire_at(now, 0, 1, budget) {
+                        Outcome::Admit { at, undo } => {
+                            self.slot = Slot::Reserved { at, undo };
+                            if at <= now {
+                                return Poll::Ready(());
+                            }
+                        }
                         Outcome::Never(e) => self.slot = Slot::Refused(Refusal::Never(e)),
                         Outcome::Deny(e) => {
                             let retry = duration_to_nanos(e.retry_after);

@@ -18,6 +18,7 @@
 
 use super::decision::Decision;
 use super::error::ConfigError;
+use super::sliding_window::check_limit_and_window;
 use crate::clock::Nanos;
 
 /// The largest limit: the log stores one word per admission in the window.
@@ -33,18 +34,7 @@ pub(crate) struct SlidingLog {
 impl SlidingLog {
     /// At most `limit` in any window of `window` nanoseconds.
     pub(crate) fn new(limit: u64, window: Nanos) -> Result<Self, ConfigError> {
-        if limit == 0 {
-            return Err(ConfigError::ZeroLimit);
-        }
-        if window == 0 {
-            return Err(ConfigError::ZeroWindow);
-        }
-        if limit > MAX_LIMIT {
-            return Err(ConfigError::LimitTooLarge { max: MAX_LIMIT });
-        }
-        if window > u64::MAX / 4 {
-            return Err(ConfigError::Overflow);
-        }
+        check_limit_and_window(limit, window, MAX_LIMIT)?;
         Ok(Self { limit, window })
     }
 
@@ -125,5 +115,11 @@ mod tests {
     fn rejects_bad_settings() {
         assert_eq!(SlidingLog::new(0, 1), Err(ConfigError::ZeroLimit));
         assert_eq!(SlidingLog::new(1, 0), Err(ConfigError::ZeroWindow));
+        assert_eq!(
+            SlidingLog::new(MAX_LIMIT + 1, 1),
+            Err(ConfigError::LimitTooLarge { max: MAX_LIMIT })
+        );
+        assert!(SlidingLog::new(MAX_LIMIT, 1).is_ok());
+        assert_eq!(SlidingLog::new(1, u64::MAX), Err(ConfigError::Overflow));
     }
 }

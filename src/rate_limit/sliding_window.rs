@@ -28,6 +28,29 @@ use crate::clock::Nanos;
 /// The largest limit: counts are stored in 20 bits each (see `store`).
 pub(crate) const MAX_LIMIT: u64 = (1 << 20) - 1;
 
+/// The checks both window algorithms make on `limit` and `window`: neither
+/// zero, the limit at most what the algorithm stores (`max_limit`), and the
+/// window short enough that `now + 2 * window` arithmetic has headroom.
+pub(crate) fn check_limit_and_window(
+    limit: u64,
+    window: Nanos,
+    max_limit: u64,
+) -> Result<(), ConfigError> {
+    if limit == 0 {
+        return Err(ConfigError::ZeroLimit);
+    }
+    if window == 0 {
+        return Err(ConfigError::ZeroWindow);
+    }
+    if limit > max_limit {
+        return Err(ConfigError::LimitTooLarge { max: max_limit });
+    }
+    if window > u64::MAX / 4 {
+        return Err(ConfigError::Overflow);
+    }
+    Ok(())
+}
+
 /// A key's counts: window index, admitted in the previous window, admitted
 /// in the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,18 +70,7 @@ pub(crate) struct SlidingWindow {
 impl SlidingWindow {
     /// At most `limit` per (weighted) window of `window` nanoseconds.
     pub(crate) fn new(limit: u64, window: Nanos) -> Result<Self, ConfigError> {
-        if limit == 0 {
-            return Err(ConfigError::ZeroLimit);
-        }
-        if window == 0 {
-            return Err(ConfigError::ZeroWindow);
-        }
-        if limit > MAX_LIMIT {
-            return Err(ConfigError::LimitTooLarge { max: MAX_LIMIT });
-        }
-        if window > u64::MAX / 4 {
-            return Err(ConfigError::Overflow);
-        }
+        check_limit_and_window(limit, window, MAX_LIMIT)?;
         Ok(Self { limit, window })
     }
 
@@ -231,6 +243,8 @@ mod tests {
             SlidingWindow::new(MAX_LIMIT + 1, W),
             Err(ConfigError::LimitTooLarge { .. })
         ));
+        assert!(SlidingWindow::new(MAX_LIMIT, W).is_ok());
+        assert_eq!(SlidingWindow::new(1, u64::MAX), Err(ConfigError::Overflow));
     }
 
     #[test]

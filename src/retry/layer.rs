@@ -175,17 +175,7 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
     /// [`Failure`](crate::Outcome::Failure) is retried, a success or an
     /// ignored result is returned (default: [`ErrorsAsFailures`], every `Err`).
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, K, H> {
-        RetryLayerBuilder {
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_elapsed: self.max_elapsed,
-            max_hint: self.max_hint,
-            seed: self.seed,
-            budget: self.budget,
-            classifier,
-            cloner: self.cloner,
-            hint: self.hint,
-        }
+        self.map_hooks(|_, cloner, hint| (classifier, cloner, hint))
     }
 
     /// Retries the results for which `predicate` returns true.
@@ -211,17 +201,7 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
     /// `None`, and that request is then sent once. Any
     /// `Fn(&Req) -> Option<Req>` will do.
     pub fn clone_request<K2>(self, cloner: K2) -> RetryLayerBuilder<C, K2, H> {
-        RetryLayerBuilder {
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_elapsed: self.max_elapsed,
-            max_hint: self.max_hint,
-            seed: self.seed,
-            budget: self.budget,
-            classifier: self.classifier,
-            cloner,
-            hint: self.hint,
-        }
+        self.map_hooks(|classifier, _, hint| (classifier, cloner, hint))
     }
 
     /// Reads a delay the result demands (a server's `Retry-After`): any
@@ -230,6 +210,17 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
     /// the hint and the backoff's; a hint above
     /// [`max_retry_after`](Self::max_retry_after) is not retried.
     pub fn retry_after<H2>(self, hint: H2) -> RetryLayerBuilder<C, K, H2> {
+        self.map_hooks(|classifier, cloner, _| (classifier, cloner, hint))
+    }
+
+    /// The same settings with the hooks (classifier, request cloner, hint
+    /// reader) replaced by `f`: the one place the type-changing setters
+    /// rebuild the builder.
+    fn map_hooks<C2, K2, H2>(
+        self,
+        f: impl FnOnce(C, K, H) -> (C2, K2, H2),
+    ) -> RetryLayerBuilder<C2, K2, H2> {
+        let (classifier, cloner, hint) = f(self.classifier, self.cloner, self.hint);
         RetryLayerBuilder {
             backoff: self.backoff,
             max_attempts: self.max_attempts,
@@ -237,8 +228,8 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
             max_hint: self.max_hint,
             seed: self.seed,
             budget: self.budget,
-            classifier: self.classifier,
-            cloner: self.cloner,
+            classifier,
+            cloner,
             hint,
         }
     }

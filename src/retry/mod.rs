@@ -76,13 +76,16 @@
 //!
 //! - No `Policy` to write: backoff, jitter, limits, budget and hints are
 //!   settings, and every bad setting is an error from `build()`.
-//! - The budget is exact for fractional ratios (tower#857) and costs no
-//!   clock read on the success path.
+//! - The budget is exact for fractional ratios (tower#857) and reads the
+//!   clock on the success path only once per 16 requests (to age its
+//!   counts).
 //! - One random source per layer, seedable and shared by clones, so a test
 //!   can replay the exact delays.
 //! - The success path allocates nothing and takes no lock: one `Arc` clone,
-//!   a clone of the request and of the inner service, and with a budget one
-//!   atomic add.
+//!   a clone of the request and of the inner service, with a budget one
+//!   atomic add (and the sampled clock read above), and with
+//!   [`max_elapsed`](RetryLayerBuilder::max_elapsed) one clock read for the
+//!   request's deadline.
 //!
 //! # Observability
 //!
