@@ -1056,3 +1056,41 @@ async fn rates_trip_exactly_at_thresholds_that_round_up() {
     call(&mut svc).await.unwrap();
     assert_eq!(h.state(), State::Open, "55 slow calls of 100");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_made_ready_before_a_trip_is_rejected_after_it() {
+    // A balancer or buffer keeps services ready for long: readiness granted
+    // while closed must not carry calls into an open breaker.
+    let layer = CircuitBreakerLayer::consecutive_failures(2)
+        .open_for(secs(5))
+        .build()
+        .unwrap();
+    let mock = Mock::new().default_step(Step::err());
+    let m = mock.handle();
+    let mut parked = layer.layer(mock.clone());
+    let mut busy = layer.layer(mock);
+    parked.ready().await.unwrap();
+
+    call(&mut busy).await.unwrap_err();
+    call(&mut busy).await.unwrap_err();
+    assert_eq!(layer.handle().state(), State::Open);
+
+    let res = parked.call(0).await;
+    assert_eq!(rejected(&res), Some(secs(5)));
+    assert_eq!(m.calls(), 2, "the parked call never reached the upstream");
+    assert_eq!(layer.handle().counts().rejections, 1);
+
+    // The same holds for a forced-open breaker and a disabled one.
+    layer.handle().reset();
+    parked.ready().await.unwrap();
+    layer.handle().force_open();
+    assert!(rejected(&parked.call(0).await).is_some());
+    layer.handle().disable();
+    let mut disabled = layer.layer(Mock::new());
+    disabled.ready().await.unwrap();
+    layer.handle().reset();
+    assert!(
+        disabled.call(0).await.is_ok(),
+        "closed again: the call goes through"
+    );
+}

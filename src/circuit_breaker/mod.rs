@@ -153,6 +153,20 @@ pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
+    /// Asks the breaker for admission now. In the closed state this is one
+    /// atomic load; in half-open it may reserve a probe slot.
+    #[inline]
+    fn decide(&self) -> Admit {
+        match self.shared.core.acquire() {
+            Decision::Closed(generation) => Admit::Closed(generation),
+            Decision::Probe(generation) => {
+                Admit::Probe(Permit::probe(self.shared.link(), generation))
+            }
+            Decision::Reject(retry_after) => Admit::Reject(retry_after),
+            Decision::Pass => Admit::Pass,
+        }
+    }
+
     pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
         Self {
             inner,
@@ -227,14 +241,7 @@ where
             _ => false,
         };
         if !keep {
-            self.admit = match core.acquire() {
-                Decision::Closed(generation) => Admit::Closed(generation),
-                Decision::Probe(generation) => {
-                    Admit::Probe(Permit::probe(self.shared.link(), generation))
-                }
-                Decision::Reject(retry_after) => Admit::Reject(retry_after),
-                Decision::Pass => Admit::Pass,
-            };
+            self.admit = self.decide();
         }
         if let Admit::Reject(_) = self.admit {
             // Rejected calls never reach the inner service: no need for it
@@ -261,8 +268,20 @@ where
                 self.shared.core.count_rejection();
                 return ResponseFuture::rejected(retry_after, self.classifier.clone());
             }
-            Admit::Pass => None,
-            Admit::Closed(generation) => Some(Permit::closed(self.shared.link(), generation)),
+            // A closed or disabled admission reserves nothing, so it is
+            // re-checked here (one atomic load): a service made ready before
+            // a trip and called after it (a balancer or buffer keeps services
+            // ready for long) is rejected like any other call.
+            Admit::Closed(_) | Admit::Pass => match self.decide() {
+                Admit::Pass => None,
+                Admit::Closed(generation) => Some(Permit::closed(self.shared.link(), generation)),
+                Admit::Probe(permit) => Some(permit),
+                Admit::Reject(retry_after) => {
+                    self.shared.core.count_rejection();
+                    return ResponseFuture::rejected(retry_after, self.classifier.clone());
+                }
+                Admit::None => unreachable!("decide never answers None"),
+            },
             Admit::Probe(permit) => {
                 debug_assert!(permit.is_probe());
                 Some(permit)

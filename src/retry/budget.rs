@@ -29,7 +29,11 @@
 //! the clock, and a deposit reads it only once every [`SAMPLE`] deposits into
 //! the same slot, so the current slot is never more than `SAMPLE - 1`
 //! deposits stale. A deposit that lands in a stale slot expires early, never
-//! late: the error makes the budget stricter, never looser.
+//! late: the error makes the budget stricter, never looser. After a quiet
+//! spell of a whole TTL or more, up to `SAMPLE - 1` deposits made before the
+//! next clock read land in a slot the next rotation clears: a budget with
+//! no floor (`min_per_sec(0)`) can then refuse up to `ratio * 15` retries it
+//! would have allowed. The default floor of 10 per second covers them.
 //!
 //! A withdrawal is reserved first (`fetch_add`) and checked after, with the
 //! reservation undone on refusal, so concurrent retries can never overdraw
