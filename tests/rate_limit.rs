@@ -589,7 +589,7 @@ fn services_and_layers_are_send_and_sync() {
     send_sync::<RateLimit<Mock>>();
     send_sync::<RateLimitHandle>();
     send_sync::<palisade::rate_limit::ResponseFuture<std::future::Ready<()>>>();
-    type Keyed = palisade::rate_limit::KeyBy<fn(&u64) -> u64>;
+    type Keyed = fn(&u64) -> u64;
     send_sync::<RateLimitLayer<Keyed>>();
     send_sync::<RateLimit<Mock, Keyed>>();
 }

@@ -56,9 +56,9 @@ pub struct InvalidPrefixLength(pub u8);
 /// Reads a request's client address from the one source you trust, as the
 /// key of a keyed rate limiter.
 ///
-/// Use it with [`RateLimitBuilder::keyed`](crate::rate_limit::RateLimitBuilder::keyed)
-/// through [`into_fn`](Self::into_fn), or call [`key`](Self::key) from your
-/// own closure. Cheap to copy; reading a key allocates nothing.
+/// Give it to [`RateLimitBuilder::keyed`](crate::rate_limit::RateLimitBuilder::keyed)
+/// as it is (`.keyed(ClientIp::peer())`: it is a [`KeyExtractor`] for every
+/// `http::Request<B>`), or call [`key`](Self::key) from your own closure. Cheap to copy; reading a key allocates nothing.
 ///
 /// # Why not the leftmost `X-Forwarded-For` entry
 ///
@@ -301,10 +301,9 @@ impl ClientIp {
         }
     }
 
-    /// A closure for [`RateLimitBuilder::keyed`](crate::rate_limit::RateLimitBuilder::keyed),
-    /// for requests `http::Request<B>` (name `B` if it cannot be inferred).
-    /// `keyed` takes a closure, hence this; code generic over
-    /// [`KeyExtractor`] can use a `ClientIp` as it is.
+    /// This extractor as a closure over `http::Request<B>` (name `B` if it
+    /// cannot be inferred), for code that wants an `Fn` rather than a
+    /// [`KeyExtractor`].
     pub fn into_fn<B>(self) -> impl Fn(&Request<B>) -> ClientKey + Clone + Send + Sync {
         move |request| self.key(request)
     }

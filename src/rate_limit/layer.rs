@@ -11,7 +11,7 @@ use super::error::ConfigError;
 use super::gcra::Gcra;
 use super::handle::RateLimitHandle;
 use super::limiter::{Algorithm, Limiter};
-use super::request::{CostBy, KeyBy, PerRequest, Unkeyed};
+use super::request::{CostBy, PerRequest, Unkeyed};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::SlidingWindow;
 use crate::clock::{Nanos, duration_to_nanos};
@@ -234,8 +234,10 @@ impl<K, C> RateLimitBuilder<K, C> {
     }
 
     /// Limits each key separately; `extract` reads the key from the request
-    /// (client IP, API key, tenant). Keyed limiters decide in `call`.
-    pub fn keyed<F>(self, extract: F) -> RateLimitBuilder<KeyBy<F>, C> {
+    /// (client IP, API key, tenant): a closure `Fn(&Req) -> K` (annotate its
+    /// parameter's type) or any [`KeyExtractor`](super::KeyExtractor), such
+    /// as `http::ClientIp` (feature `http`). Keyed limiters decide in `call`.
+    pub fn keyed<E>(self, extract: E) -> RateLimitBuilder<E, C> {
         RateLimitBuilder {
             spec: self.spec,
             wait: self.wait,
@@ -243,7 +245,7 @@ impl<K, C> RateLimitBuilder<K, C> {
             keyed: true,
             costed: self.costed,
             misuse: self.misuse,
-            key: KeyBy(extract),
+            key: extract,
             cost: self.cost,
         }
     }

@@ -167,7 +167,7 @@ pub use error::{ConfigError, InsufficientCapacity, RateLimited};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use layer::{DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitLayer};
-pub use request::{Cost, CostBy, KeyBy, KeyExtractor, PerRequest, Unkeyed};
+pub use request::{Cost, CostBy, KeyExtractor, PerRequest, Unkeyed};
 
 use std::fmt;
 use std::future::Future;

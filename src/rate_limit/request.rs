@@ -25,22 +25,13 @@ impl<Req> KeyExtractor<Req> for Unkeyed {
     fn extract(&self, _: &Req) {}
 }
 
-/// A key extractor from a closure.
+/// Any closure `Fn(&Req) -> K` is a key extractor.
 ///
 /// Take keys only from what a client cannot choose freely: the leftmost
 /// `X-Forwarded-For` entry is set by the client (PITFALLS: tower_governor's
 /// `SmartIpKeyExtractor`); use the peer address, or the entry your own proxy
-/// appended.
-#[derive(Clone, Copy)]
-pub struct KeyBy<F>(pub(crate) F);
-
-impl<F> fmt::Debug for KeyBy<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyBy(..)")
-    }
-}
-
-impl<Req, F, K> KeyExtractor<Req> for KeyBy<F>
+/// appended (`http::ClientIp`, feature `http`, does exactly that).
+impl<Req, F, K> KeyExtractor<Req> for F
 where
     F: Fn(&Req) -> K,
     K: Hash,
@@ -48,7 +39,7 @@ where
     type Key = K;
     #[inline]
     fn extract(&self, req: &Req) -> K {
-        (self.0)(req)
+        self(req)
     }
 }
 
