@@ -5,9 +5,9 @@ use std::hash::Hash;
 
 /// Reads the key a keyed limiter counts a request under.
 ///
-/// Implemented by [`Unkeyed`] (one limit for all) and [`KeyBy`] (a closure
-/// `Fn(&Req) -> Key`, set with
-/// [`RateLimitBuilder::keyed`](super::RateLimitBuilder::keyed)).
+/// Implemented by [`Unkeyed`] (one limit for all), every closure
+/// `Fn(&Req) -> Key`, and `http::ClientIp` (feature `http`); set one with
+/// [`RateLimitBuilder::keyed`](super::RateLimitBuilder::keyed).
 pub trait KeyExtractor<Req> {
     /// The key; hashed once per request under the limiter's random seed.
     type Key: Hash;
