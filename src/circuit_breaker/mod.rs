@@ -167,6 +167,19 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 
+    /// The admission of a call whose closed or disabled admission is out of
+    /// date: a permit (none when disabled), or the rejection's wait.
+    #[cold]
+    #[inline(never)]
+    fn readmit(&self) -> Result<Option<Permit>, std::time::Duration> {
+        match self.decide() {
+            Admit::Pass | Admit::None => Ok(None),
+            Admit::Closed(generation) => Ok(Some(Permit::closed(self.shared.link(), generation))),
+            Admit::Probe(permit) => Ok(Some(permit)),
+            Admit::Reject(retry_after) => Err(retry_after),
+        }
+    }
+
     pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classifier: C) -> Self {
         Self {
             inner,
@@ -272,15 +285,15 @@ where
             // re-checked here (one atomic load): a service made ready before
             // a trip and called after it (a balancer or buffer keeps services
             // ready for long) is rejected like any other call.
-            Admit::Closed(_) | Admit::Pass => match self.decide() {
-                Admit::Pass => None,
-                Admit::Closed(generation) => Some(Permit::closed(self.shared.link(), generation)),
-                Admit::Probe(permit) => Some(permit),
-                Admit::Reject(retry_after) => {
+            Admit::Closed(generation) if self.shared.core.closed_is_current(generation) => {
+                Some(Permit::closed(self.shared.link(), generation))
+            }
+            Admit::Closed(_) | Admit::Pass => match self.readmit() {
+                Ok(permit) => permit,
+                Err(retry_after) => {
                     self.shared.core.count_rejection();
                     return ResponseFuture::rejected(retry_after, self.classifier.clone());
                 }
-                Admit::None => unreachable!("decide never answers None"),
             },
             Admit::Probe(permit) => {
                 debug_assert!(permit.is_probe());

@@ -317,6 +317,14 @@ impl Core {
         }
     }
 
+    /// Whether a closed-state admission made in `generation` still stands:
+    /// one load, the re-check `call` makes on the hot path.
+    #[inline]
+    pub(crate) fn closed_is_current(&self, generation: u32) -> bool {
+        let word = self.load();
+        word.tag() == CLOSED && word.generation() == generation
+    }
+
     /// Whether a probe reserved in `generation` still holds its slot.
     #[inline]
     pub(crate) fn probe_is_current(&self, generation: u32) -> bool {
