@@ -4,22 +4,59 @@
 //! standing when what it calls fails, slows down or floods it.
 //!
 //! Every layer wraps any `tower::Service`, stacks with `ServiceBuilder`, and
-//! shares one state across all clones of the service it produces (axum
-//! clones a service per request; a limit per clone is no limit).
+//! shares one state across all clones of the service it produces, and across
+//! every service one layer value produces (axum clones a service per
+//! request; a limit per clone is no limit). State is created by `build()`,
+//! which is also where bad configuration becomes an error, never a panic.
 //!
-//! - [`classify`]: what counts as a failure, shared by every layer.
-//! - `http` (feature `http`): rejections as `503` / `429` responses with
-//!   `Retry-After`, for axum and hyper servers.
-//! - `grpc` (feature `tonic`): rejections as `tonic::Status` and
-//!   trailers-only gRPC responses, and classifiers reading gRPC codes.
-//! - [`backoff`]: exponential backoff with jitter.
-//! - [`circuit_breaker`]: stop calling what keeps failing ([`CircuitBreakerLayer`]).
-//! - [`retry`]: [`RetryLayer`], retries with jittered backoff, a shared
-//!   retry budget and server hints (`Retry-After`).
+//! The layers:
+//! - [`circuit_breaker`]: stop calling what keeps failing
+//!   ([`CircuitBreakerLayer`]).
+//! - [`retry`]: retries with jittered backoff, a shared retry budget and
+//!   server hints ([`RetryLayer`]).
+//! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
+//!   sliding log, unkeyed or per key, refusing at once or waiting
+//!   ([`RateLimitLayer`]).
 //! - [`batch`]: fan a list of requests out and settle every one, in order
 //!   ([`BatchLayer`], [`batch::settle_all`]).
-//! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
-//!   sliding log, unkeyed or per key, refusing at once or waiting.
+//!
+//! What they share:
+//! - [`classify`]: what counts as a failure (an `Ok(500)` can).
+//! - [`backoff`]: exponential backoff with jitter.
+//! - `http` (feature `http`): rejections as `503` / `429` responses with
+//!   `Retry-After`, client-IP keys, for axum and hyper servers.
+//! - `grpc` (feature `tonic`): rejections as `tonic::Status` and
+//!   trailers-only gRPC responses, and classifiers reading gRPC codes.
+//!
+//! # Errors
+//!
+//! Layers that add a failure of their own return [`BoxError`] wrapping a
+//! small public type to downcast: [`circuit_breaker::CircuitOpen`],
+//! [`RateLimited`], [`rate_limit::InsufficientCapacity`]. Retry passes the
+//! inner error through; a batch never fails (one `Result` per item).
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::circuit_breaker::CircuitOpen;
+//! use palisade::{BoxError, CircuitBreakerLayer, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let breaker = CircuitBreakerLayer::consecutive_failures(2)
+//!     .open_for(Duration::from_secs(30))
+//!     .build()?;
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::exponential(Duration::from_millis(1)).max_attempts(2).build()?)
+//!     .layer(breaker)
+//!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("down".into()) }));
+//!
+//! // Two attempts fail and trip the breaker; the next call is rejected.
+//! assert!(client.clone().oneshot(()).await.is_err());
+//! let err = client.oneshot(()).await.unwrap_err();
+//! assert!(err.is::<CircuitOpen>());
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
