@@ -338,9 +338,18 @@ mod tests {
         assert_eq!(sw.idle_at(st(5, 5)), 5_000);
         // Up to then the state is not that of a new key: a full-limit
         // request a new key would take is refused.
-        assert!(matches!(sw.decide(st(0, 10), 4_999, 10), Decision::Deny { .. }));
-        assert!(matches!(sw.decide(st(10, 0), 3_999, 10), Decision::Deny { .. }));
-        assert!(matches!(sw.decide(st(0, 10), 5_000, 10), Decision::Admit { .. }));
+        assert!(matches!(
+            sw.decide(st(0, 10), 4_999, 10),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            sw.decide(st(10, 0), 3_999, 10),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            sw.decide(st(0, 10), 5_000, 10),
+            Decision::Admit { .. }
+        ));
     }
 
     #[test]
