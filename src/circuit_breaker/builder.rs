@@ -66,9 +66,9 @@ pub struct CircuitBreakerBuilder<C = ErrorsAsFailures> {
     open_base: Duration,
     probes: u32,
     half_open_timeout: Option<Duration>,
-    seed: Option<u64>,
-    name: Option<Cow<'static, str>>,
-    classifier: C,
+    pub(crate) seed: Option<u64>,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) classifier: C,
 }
 
 impl CircuitBreakerBuilder {
@@ -204,6 +204,14 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Checks every setting and creates the breaker's one shared state.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let core = Arc::new(self.core(self.seed)?);
+        Ok(CircuitBreakerLayer::from_parts(core, self.classifier))
+    }
+
+    /// Checks every setting and makes one breaker's state, its jitter
+    /// seeded with `seed` (from the OS if `None`). A keyed breaker makes
+    /// one per key.
+    pub(crate) fn core(&self, seed: Option<u64>) -> Result<Core, ConfigError> {
         let policy = self.policy()?;
         if self.probes == 0 || self.probes > MAX_PROBES {
             return Err(ConfigError::Probes {
@@ -219,17 +227,16 @@ impl<C> CircuitBreakerBuilder<C> {
         }
         let settings = Settings {
             probes: self.probes,
-            open: self.open,
+            open: self.open.clone(),
             slow_threshold: self.slow.map(|(_, t)| duration_to_nanos(t)),
             half_open_timeout: self.half_open_timeout.map(duration_to_nanos),
-            name: self.name,
+            name: self.name.clone(),
         };
-        let rng = match self.seed {
+        let rng = match seed {
             Some(seed) => SharedRng::seeded(seed),
             None => SharedRng::from_entropy(),
         };
-        let core = Arc::new(Core::new(policy, settings, rng));
-        Ok(CircuitBreakerLayer::from_parts(core, self.classifier))
+        Ok(Core::new(policy, settings, rng))
     }
 
     fn policy(&self) -> Result<Policy, ConfigError> {

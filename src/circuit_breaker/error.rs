@@ -112,6 +112,12 @@ pub enum ConfigError {
     /// A half-open timeout of zero.
     #[error("half-open timeout must be above zero")]
     ZeroHalfOpenTimeout,
+    /// A keyed breaker bounded at zero keys.
+    #[error("max_keys must be at least 1")]
+    ZeroMaxKeys,
+    /// A keyed breaker whose idle breakers would be evicted at once.
+    #[error("idle_after must be above zero")]
+    ZeroIdleAfter,
     /// A setting that has no meaning for the chosen policy (for example a
     /// window for a consecutive-failures breaker).
     #[error("{setting} does not apply to a consecutive-failures breaker")]

@@ -89,12 +89,18 @@
 //! - Half-open slots are reserved in `poll_ready`, so a router that polls
 //!   many clones ready cannot admit more than `k` probes.
 
+#[cfg(feature = "http")]
+mod authority;
 mod builder;
 mod error;
 pub mod future;
 mod handle;
+mod keyed;
+mod keyed_handle;
+mod keyed_layer;
 mod layer;
 mod policy;
+mod registry;
 mod shared;
 mod state;
 mod window;
@@ -109,10 +115,17 @@ use crate::BoxError;
 use crate::classify::{Classify, ErrorsAsFailures};
 use crate::sync::Arc;
 
+#[cfg(feature = "http")]
+pub use self::authority::Authority;
 pub use self::builder::{CircuitBreakerBuilder, DEFAULT_MIN_CALLS, DEFAULT_OPEN_FOR};
 pub use self::error::{CircuitOpen, ConfigError};
 pub use self::future::ResponseFuture;
 pub use self::handle::{CircuitBreakerHandle, Counts};
+pub use self::keyed::KeyedCircuitBreaker;
+pub use self::keyed_handle::{KeyedBreaker, KeyedCircuitBreakerHandle};
+pub use self::keyed_layer::{
+    DEFAULT_IDLE_AFTER, DEFAULT_MAX_KEYS, KeyedCircuitBreakerBuilder, KeyedCircuitBreakerLayer,
+};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::state::State;
 pub use self::window::Window;

@@ -534,6 +534,26 @@ impl Core {
         self.load().state()
     }
 
+    /// How long from now until a keyed registry may evict this breaker
+    /// without changing what any call sees: `Some(0)` when closed or
+    /// half-open with no probe in flight (its open period is over), the
+    /// time left of the open period when open, `None` (never) while probes
+    /// are in flight or the breaker is forced open, disabled or resetting:
+    /// a fresh breaker would admit calls this one refuses.
+    pub(crate) fn evictable_in(&self) -> Option<Nanos> {
+        let word = self.load();
+        match word.tag() {
+            CLOSED => Some(0),
+            HALF_OPEN if word.in_flight() == 0 => Some(0),
+            OPEN => {
+                // A deadline being published: not now, look again later.
+                let until = self.deadline_for(word.generation())?;
+                Some(until.saturating_sub(self.clock.now()))
+            }
+            _ => None,
+        }
+    }
+
     /// Puts the breaker in `state` at `generation` (for the models).
     #[cfg(all(test, loom))]
     pub(crate) fn set_for_test(&self, state: State, generation: u32) {

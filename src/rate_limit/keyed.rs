@@ -168,6 +168,14 @@ impl<S> Shards<S> {
         }
     }
 
+    /// Visits every held state (locks each shard in turn, one at a time).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&S)) {
+        for shard in self.shards.iter() {
+            let shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.map.values().for_each(&mut f);
+        }
+    }
+
     /// Keys held now (locks each shard in turn).
     pub(crate) fn len(&self) -> usize {
         self.shards

@@ -155,7 +155,7 @@ pub mod error;
 pub mod future;
 mod gcra;
 mod handle;
-mod keyed;
+pub(crate) mod keyed;
 mod layer;
 mod limiter;
 mod request;
