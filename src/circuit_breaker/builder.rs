@@ -14,7 +14,7 @@ use super::error::ConfigError;
 use super::layer::CircuitBreakerLayer;
 use super::policy::{Consecutive, Policy, Rates, Store};
 use super::state::{Core, MAX_PROBES, Settings};
-use super::window::{CountRing, MAX_BUCKETS, MAX_COUNT_WINDOW, TimeBuckets, Window};
+use super::window::{CountRing, MAX_COUNT_WINDOW, TimeBuckets, Window, check_time_window};
 
 /// How long a breaker stays open when nothing says otherwise.
 pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
@@ -289,20 +289,13 @@ impl<C> CircuitBreakerBuilder<C> {
                     DEFAULT_MIN_CALLS.min(u64::from(size)),
                 )
             }
-            Window::Time { span, .. } if span.is_zero() => return Err(ConfigError::ZeroWindow),
-            Window::Time { buckets, .. } if buckets == 0 || buckets > MAX_BUCKETS => {
-                return Err(ConfigError::Buckets {
-                    buckets,
-                    max: MAX_BUCKETS,
-                });
+            Window::Time { span, buckets } => {
+                check_time_window(span, buckets)?;
+                (
+                    Store::Time(TimeBuckets::new(span, buckets)),
+                    DEFAULT_MIN_CALLS,
+                )
             }
-            Window::Time { span, buckets } if duration_to_nanos(span) < u64::from(buckets) => {
-                return Err(ConfigError::BucketTooNarrow { span, buckets });
-            }
-            Window::Time { span, buckets } => (
-                Store::Time(TimeBuckets::new(span, buckets)),
-                DEFAULT_MIN_CALLS,
-            ),
         };
         let min_calls = self.min_calls.unwrap_or(default_min);
         if min_calls == 0 {

@@ -118,6 +118,13 @@ pub enum ConfigError {
     /// A keyed breaker whose idle breakers would be evicted at once.
     #[error("idle_after must be above zero")]
     ZeroIdleAfter,
+    /// An adaptive throttle's `k` below 1 (it would throttle a backend
+    /// that accepts everything), infinite, or NaN.
+    #[error("adaptive throttling k must be a finite number >= 1, got {0}")]
+    ThrottleK(f64),
+    /// An adaptive throttle given a count window: it counts over time.
+    #[error("adaptive throttling needs a time window, not a count window")]
+    ThrottleNeedsTimeWindow,
     /// A setting that has no meaning for the chosen policy (for example a
     /// window for a consecutive-failures breaker).
     #[error("{setting} does not apply to a consecutive-failures breaker")]

@@ -103,6 +103,7 @@ mod policy;
 mod registry;
 mod shared;
 mod state;
+pub mod throttle;
 mod window;
 
 use std::fmt;
@@ -128,6 +129,10 @@ pub use self::keyed_layer::{
 };
 pub use self::layer::CircuitBreakerLayer;
 pub use self::state::State;
+pub use self::throttle::{
+    AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleHandle, AdaptiveThrottleLayer,
+    ThrottleCounts, Throttled,
+};
 pub use self::window::Window;
 
 use self::future::Permit;

@@ -81,6 +81,28 @@ impl Default for Window {
     }
 }
 
+/// Checks a time window's `span` and `buckets`: a span above zero, cut
+/// into 1 to [`MAX_BUCKETS`] buckets of at least a nanosecond each.
+pub(crate) fn check_time_window(
+    span: Duration,
+    buckets: u32,
+) -> Result<(), super::error::ConfigError> {
+    use super::error::ConfigError;
+    if span.is_zero() {
+        return Err(ConfigError::ZeroWindow);
+    }
+    if buckets == 0 || buckets > MAX_BUCKETS {
+        return Err(ConfigError::Buckets {
+            buckets,
+            max: MAX_BUCKETS,
+        });
+    }
+    if duration_to_nanos(span) < u64::from(buckets) {
+        return Err(ConfigError::BucketTooNarrow { span, buckets });
+    }
+    Ok(())
+}
+
 /// What a window holds right now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Tally {

@@ -1,6 +1,6 @@
 //! palisade's own refusals, told apart from the upstream's failures.
 //!
-//! A breaker's [`CircuitOpen`], a limiter's [`RateLimited`] and
+//! A breaker's [`CircuitOpen`], an adaptive throttle's [`Throttled`], a limiter's [`RateLimited`] and
 //! [`InsufficientCapacity`] are decided *here*, without calling the
 //! upstream: they say nothing about its health. Counted as failures they do
 //! harm: one greedy client's 429s open a breaker stacked above the limiter
@@ -18,7 +18,7 @@ use std::any::Any;
 use std::error::Error;
 use std::time::Duration;
 
-use crate::circuit_breaker::CircuitOpen;
+use crate::circuit_breaker::{CircuitOpen, Throttled};
 use crate::rate_limit::{InsufficientCapacity, RateLimited};
 
 /// A refusal made by a palisade layer in this process, not by the upstream.
@@ -94,6 +94,9 @@ pub fn local_rejection_of<E: 'static>(error: &E) -> Option<LocalRejection> {
     if let Some(open) = any.downcast_ref::<CircuitOpen>() {
         return Some(not_now(open.retry_after));
     }
+    if let Some(throttled) = any.downcast_ref::<Throttled>() {
+        return Some(not_now(throttled.retry_after));
+    }
     if let Some(limited) = any.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
@@ -107,6 +110,9 @@ pub fn local_rejection_of<E: 'static>(error: &E) -> Option<LocalRejection> {
 fn rejection_itself(e: &(dyn Error + 'static)) -> Option<LocalRejection> {
     if let Some(open) = e.downcast_ref::<CircuitOpen>() {
         return Some(not_now(open.retry_after));
+    }
+    if let Some(throttled) = e.downcast_ref::<Throttled>() {
+        return Some(not_now(throttled.retry_after));
     }
     if let Some(limited) = e.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
