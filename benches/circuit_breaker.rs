@@ -1,5 +1,6 @@
 //! The breaker's closed-state cost beside the bare service, per window kind,
-//! on one thread and on two threads sharing one breaker.
+//! on one thread and on two threads sharing one breaker; a keyed breaker
+//! (one key, 10,000 keys) and the adaptive throttle on one thread.
 //!
 //! Each iteration is one full Tower call: `poll_ready`, `call`, and one
 //! poll of the (immediately ready) response future, driven by hand with a
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade::CircuitBreakerLayer;
-use palisade::circuit_breaker::Window;
+use palisade::circuit_breaker::{AdaptiveThrottleLayer, Window};
 use tower::{Layer, Service, service_fn};
 
 /// The bare service: answers at once. A concrete closure type (not a fn
@@ -185,12 +186,67 @@ fn one_vs_two_threads(c: &mut Criterion) {
     closed_threads(c, 2);
 }
 
+/// A keyed breaker's cost per call beside the bare service and the
+/// unkeyed breaker: on one key, and round-robin over 10,000 keys held
+/// (the key's hash, a shard lock and a map lookup, the key's breaker
+/// cold in cache); and the adaptive throttle's cost while the backend
+/// accepts everything (no draw: one clock reading, the window's tally, and
+/// the outcome recorded).
+fn keyed_and_throttle(c: &mut Criterion) {
+    const KEYS: u64 = 10_000;
+    let mut group = c.benchmark_group("closed/keyed_and_throttle");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bench = |name: &str, svc: &mut dyn FnMut(&mut Context<'_>, u64)| {
+        let mut i = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                svc(&mut cx, i)
+            })
+        });
+    };
+    let mut bare = upstream();
+    bench("bare", &mut |cx, i| one_call(&mut bare, cx, i));
+    let unkeyed = CircuitBreakerLayer::consecutive_failures(5)
+        .build()
+        .unwrap();
+    let mut unkeyed = unkeyed.layer(upstream());
+    bench("unkeyed_consecutive", &mut |cx, i| {
+        one_call(&mut unkeyed, cx, i)
+    });
+    let keyed = |keys: u64| {
+        CircuitBreakerLayer::consecutive_failures(5)
+            .keyed(move |x: &u64| *x % keys)
+            .max_keys(2 * KEYS as usize)
+            .build()
+            .unwrap()
+            .layer(upstream())
+    };
+    let mut one_key = keyed(1);
+    bench("keyed_consecutive_1_key", &mut |cx, i| {
+        one_call(&mut one_key, cx, i)
+    });
+    let mut many = keyed(KEYS);
+    for i in 0..KEYS {
+        one_call(&mut many, &mut Context::from_waker(Waker::noop()), i);
+    }
+    bench("keyed_consecutive_10000_keys", &mut |cx, i| {
+        one_call(&mut many, cx, i)
+    });
+    let throttle = AdaptiveThrottleLayer::builder().build().unwrap();
+    let mut throttle = throttle.layer(upstream());
+    bench("adaptive_throttle", &mut |cx, i| {
+        one_call(&mut throttle, cx, i)
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = reference, closed_one_thread, one_vs_two_threads
+    targets = reference, closed_one_thread, one_vs_two_threads, keyed_and_throttle
 }
 criterion_main!(benches);
