@@ -81,6 +81,76 @@
 //! # }
 //! ```
 //!
+//! # Keyed breakers
+//!
+//! One breaker for a client that talks to many upstreams (hosts, routes,
+//! tenants) opens for all of them when one fails.
+//! [`keyed`](CircuitBreakerBuilder::keyed) gives each key its own breaker
+//! with the same policy, behind one [`KeyedCircuitBreakerLayer`]
+//! (resilience4j's registry, Envoy's per-host outlier detection):
+//!
+//! ```
+//! use palisade::{BoxError, CircuitBreakerLayer};
+//! use palisade::circuit_breaker::{CircuitOpen, State};
+//! use std::time::Duration;
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let layer = CircuitBreakerLayer::consecutive_failures(2)
+//!     .open_for(Duration::from_secs(5))
+//!     .keyed(|(host, _path): &(&str, &str)| host.to_string())
+//!     .max_keys(1_000)
+//!     .build()?;
+//! let handle = layer.handle();
+//! let mut client = layer.layer(service_fn(|(host, _): (&str, &str)| async move {
+//!     if host == "b.internal" { Err("connection refused") } else { Ok(host) }
+//! }));
+//! for _ in 0..3 {
+//!     for host in ["a.internal", "b.internal"] {
+//!         let _ = client.ready().await?.call((host, "/")).await;
+//!     }
+//! }
+//! assert_eq!(handle.breaker("a.internal").unwrap().state(), State::Closed);
+//! assert_eq!(handle.breaker("b.internal").unwrap().state(), State::Open);
+//! let err = client.ready().await?.call(("b.internal", "/")).await.unwrap_err();
+//! assert!(err.is::<CircuitOpen>());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **Where it decides.** The key is only known from the request, so a
+//!   keyed breaker decides in `call`, not `poll_ready`: `poll_ready` polls
+//!   the inner service only, `call` finds the key's breaker and admits,
+//!   reserves a half-open probe slot (at most `k` per key across every
+//!   clone and thread: the same compare-and-swap as an unkeyed breaker),
+//!   or answers [`CircuitOpen`] from the response future without calling
+//!   the inner service, which stays ready for the next call.
+//! - **Bounded.** At most [`max_keys`](KeyedCircuitBreakerBuilder::max_keys)
+//!   breakers (default 10,000), in the keyed rate limiter's sharded map. A
+//!   new key that finds no room evicts breakers idle for
+//!   [`idle_after`](KeyedCircuitBreakerBuilder::idle_after); an open
+//!   breaker is never evicted before its open period ends, nor one with
+//!   probes in flight or forced by its handle. If nothing can go, the call
+//!   is let through unguarded (and counted): a flood of new keys never
+//!   refuses calls to the keys already held.
+//! - **Observed and controlled per key** through
+//!   [`KeyedCircuitBreakerHandle`]: one key's [`CircuitBreakerHandle`],
+//!   and the list of breakers that are not closed. Each breaker's
+//!   `tracing` events carry its key in the field `breaker`.
+//! - **Cost.** A hash of the key, one shard lock and a map lookup per
+//!   call, on top of the unkeyed breaker's work; the unkeyed breaker is
+//!   unchanged. With feature `http`, [`Authority`] keys requests by
+//!   upstream host.
+//!
+//! # Adaptive throttling
+//!
+//! A breaker is all or nothing. For an upstream that sheds part of its
+//! load rather than failing outright, the [`throttle`] module offers the
+//! SRE book's client-side adaptive throttling, which sends about `K` times
+//! what the upstream accepts and backs off in proportion; see there for
+//! the formula, a worked example and when to choose which.
+//!
 //! # Differences from other breakers
 //!
 //! - A rejection is not a `poll_ready` error (which tower treats as a dead
