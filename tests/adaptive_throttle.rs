@@ -256,8 +256,7 @@ async fn simulate(k: f64) -> Vec<(u64, u64)> {
         let _ = svc.ready().await.unwrap().call(0).await;
         advance(gap).await;
     }
-    let stats = per_sec.lock().unwrap().clone();
-    stats
+    per_sec.lock().unwrap().clone()
 }
 
 /// Mean (sent, accepted) per second over the last minute before `minute`.

@@ -94,7 +94,8 @@ fn a_million_unique_keys_stay_under_the_bound() {
         .start_paused(true)
         .build()
         .unwrap();
-    let policies: [(&str, fn() -> CircuitBreakerBuilder); 3] = [
+    type Policy = fn() -> CircuitBreakerBuilder;
+    let policies: [(&str, Policy); 3] = [
         ("consecutive", || {
             CircuitBreakerLayer::consecutive_failures(5)
         }),

@@ -21,10 +21,10 @@ use super::state::State;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), palisade::BoxError> {
 /// let layer = CircuitBreakerLayer::consecutive_failures(1)
-///     .keyed(|host: &&str| host.to_string())
+///     .keyed(|host: &&'static str| host.to_string())
 ///     .build()?;
 /// let handle = layer.handle();
-/// let mut svc = layer.layer(service_fn(|host: &str| async move {
+/// let mut svc = layer.layer(service_fn(|host: &'static str| async move {
 ///     if host == "b" { Err("down") } else { Ok(host) }
 /// }));
 /// for host in ["a", "b", "c"] {

@@ -99,11 +99,11 @@
 //! # async fn main() -> Result<(), BoxError> {
 //! let layer = CircuitBreakerLayer::consecutive_failures(2)
 //!     .open_for(Duration::from_secs(5))
-//!     .keyed(|(host, _path): &(&str, &str)| host.to_string())
+//!     .keyed(|(host, _path): &(&'static str, &'static str)| host.to_string())
 //!     .max_keys(1_000)
 //!     .build()?;
 //! let handle = layer.handle();
-//! let mut client = layer.layer(service_fn(|(host, _): (&str, &str)| async move {
+//! let mut client = layer.layer(service_fn(|(host, _): (&'static str, &'static str)| async move {
 //!     if host == "b.internal" { Err("connection refused") } else { Ok(host) }
 //! }));
 //! for _ in 0..3 {
