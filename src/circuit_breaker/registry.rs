@@ -188,3 +188,56 @@ fn label<K: fmt::Debug + ?Sized>(key: &K) -> Box<str> {
     }
     text.into_boxed_str()
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::circuit_breaker::CircuitBreakerLayer;
+
+    fn registry(max_keys: usize) -> Registry {
+        let template = CircuitBreakerLayer::consecutive_failures(1).classifier(());
+        Registry::new(template, max_keys, 1_000_000_000)
+    }
+
+    #[test]
+    fn a_key_refused_for_want_of_room_makes_no_breaker() {
+        let r = registry(1);
+        assert!(r.lookup(&1u64).is_some());
+        assert!(r.lookup(&1u64).is_some());
+        assert_eq!(r.made.load(Relaxed), 1);
+        // Held key 1 is not idle yet: key 2 is refused, and costs nothing.
+        for _ in 0..3 {
+            assert!(r.lookup(&2u64).is_none());
+        }
+        assert_eq!(r.made.load(Relaxed), 1);
+        assert_eq!((r.len(), r.unguarded()), (1, 3));
+    }
+
+    #[test]
+    fn a_held_key_keeps_its_breaker() {
+        let r = registry(10);
+        let a = r.lookup(&"a").unwrap();
+        let again = r.lookup(&"a").unwrap();
+        assert!(Arc::ptr_eq(&a.core, &again.core));
+        assert!(Arc::ptr_eq(&a.core, &r.get(&"a").unwrap()));
+        assert!(r.get(&"b").is_none());
+        let mut seen = Vec::new();
+        r.each(|key, _| seen.push(key.to_owned()));
+        assert_eq!(seen, ["\"a\""]);
+    }
+
+    #[test]
+    fn labels_are_cut_on_a_char_boundary_within_the_bound() {
+        assert_eq!(&*label("abc"), "\"abc\"");
+        // `"` then two-byte chars: byte 256 is inside a char, cut at 255.
+        let long = "é".repeat(200);
+        let cut = label(&long);
+        assert_eq!(cut.len(), MAX_LABEL - 1);
+        assert!(long.starts_with(&cut[1..]));
+        // Exactly at the bound: kept whole.
+        let exact = "x".repeat(MAX_LABEL - 2);
+        assert_eq!(label(&exact).len(), MAX_LABEL);
+        let over = "x".repeat(MAX_LABEL);
+        assert_eq!(label(&over).len(), MAX_LABEL);
+    }
+}
