@@ -397,3 +397,110 @@ async fn authority_keys_by_uri_authority_or_host_header() {
     assert!(svc.ready().await.unwrap().call(other).await.is_ok());
     assert_eq!(handle.keys(), 2);
 }
+
+/// The stack over real sockets: three HTTP/1.1 servers on loopback ports
+/// (three authorities), one answering 503, and a minimal HTTP client (one
+/// connection per request) behind a breaker keyed by [`Authority`], with
+/// `ServerErrorsAsFailures`. Only the failing server's breaker opens; the
+/// other two serve every request.
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn over_real_sockets_only_the_failing_hosts_breaker_opens() {
+    use palisade::circuit_breaker::Authority;
+    use palisade::classify::ServerErrorsAsFailures;
+    use std::sync::atomic::AtomicU32;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Serves `status` to every request, counting them.
+    async fn server(status: u16) -> (String, Arc<AtomicU32>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let served = Arc::new(AtomicU32::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut read = 0;
+                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    count.fetch_add(1, SeqCst);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (authority, served)
+    }
+
+    /// One request over a new connection; the response's status.
+    async fn send(req: http::Request<()>) -> Result<http::Response<()>, BoxError> {
+        let authority = req.uri().authority().ok_or("no authority")?.to_string();
+        let mut conn = TcpStream::connect(&authority).await?;
+        let head = format!(
+            "GET {} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n",
+            req.uri().path()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).await?;
+        let line = std::str::from_utf8(&reply)?
+            .lines()
+            .next()
+            .ok_or("empty reply")?;
+        let status: u16 = line.split(' ').nth(1).ok_or("bad status line")?.parse()?;
+        Ok(http::Response::builder().status(status).body(())?)
+    }
+
+    let (a, served_a) = server(200).await;
+    let (b, served_b) = server(503).await;
+    let (c, served_c) = server(200).await;
+    let layer = CircuitBreakerLayer::consecutive_failures(3)
+        .open_for(secs(30))
+        .classifier(ServerErrorsAsFailures)
+        .keyed(Authority)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut client = layer.layer(tower::service_fn(send));
+    let mut rejected = 0;
+    for _ in 0..10 {
+        for authority in [&a, &b, &c] {
+            let req = http::Request::get(format!("http://{authority}/"))
+                .body(())
+                .unwrap();
+            match client.ready().await.unwrap().call(req).await {
+                Ok(res) if authority == &b => assert_eq!(res.status(), 503),
+                Ok(res) => assert_eq!(res.status(), 200),
+                Err(e) => {
+                    assert!(e.is::<CircuitOpen>(), "{e}");
+                    assert_eq!(authority, &b);
+                    rejected += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(rejected, 7);
+    assert_eq!(
+        (
+            served_a.load(SeqCst),
+            served_b.load(SeqCst),
+            served_c.load(SeqCst)
+        ),
+        (10, 3, 10)
+    );
+    let open = handle.not_closed();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].key, format!("Some({b})")); // `Authority`'s `Debug`
+    let key: http::uri::Authority = b.parse().unwrap();
+    assert_eq!(handle.breaker(&Some(key)).unwrap().state(), State::Open);
+}
