@@ -7,6 +7,7 @@
 //! | [`CircuitOpen`] | 503 Service Unavailable | seconds until the next probe, rounded up |
 //! | [`RateLimited`] | 429 Too Many Requests | seconds until admitted, rounded up |
 //! | [`InsufficientCapacity`] | 413 Content Too Large | none: waiting never helps |
+//! | [`UnknownKey`] (strict [`ClientIp`]) | 500 Internal Server Error | none: the server cannot identify the client |
 //! | anything else | 500 Internal Server Error | none |
 //!
 //! `Retry-After` is rounded *up* and is never `0` while the client is
@@ -84,7 +85,7 @@ use http::{HeaderValue, Response, StatusCode};
 use tower::Layer;
 
 use crate::circuit_breaker::CircuitOpen;
-use crate::rate_limit::{InsufficientCapacity, RateLimited};
+use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
 mod client_ip;
 mod respond;
@@ -141,6 +142,16 @@ fn classify_error(error: &(dyn Error + 'static)) -> (StatusCode, Option<Duration
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
                 "request exceeds the rate limit's capacity",
+            );
+        }
+        if e.is::<UnknownKey>() {
+            // The server cannot tell who the client is: its own deployment
+            // is at fault (no connect info, a proxy not appending), and the
+            // client can change nothing, so not a 4xx; no `Retry-After`.
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "internal server error: client address unknown",
             );
         }
         next = e.source();

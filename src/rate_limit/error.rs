@@ -82,6 +82,28 @@ impl fmt::Display for InsufficientCapacity {
 
 impl std::error::Error for InsufficientCapacity {}
 
+/// "Who are you?": a strict key extractor could not identify the request's
+/// client (for `http::ClientIp` with
+/// [`refuse_unknown`](crate::http::ClientIp::refuse_unknown): no peer
+/// address, no trustworthy header entry), so a keyed limiter refused it
+/// rather than let it share one limit with every other such request.
+///
+/// Nearly always a deployment mistake, not the client's: the server does
+/// not record the peer address where the extractor looks, or a proxy does
+/// not append the header. The HTTP error layer answers it with `500` and no
+/// `Retry-After` (waiting does not help).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownKey;
+
+impl fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("refused: the rate limiter's key extractor could not identify the client")
+    }
+}
+
+impl std::error::Error for UnknownKey {}
+
 /// Why a rate limiter could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -163,11 +163,11 @@ mod sliding_log;
 mod sliding_window;
 mod store;
 
-pub use error::{ConfigError, InsufficientCapacity, RateLimited};
+pub use error::{ConfigError, InsufficientCapacity, RateLimited, UnknownKey};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use layer::{DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitLayer};
-pub use request::{Cost, CostBy, KeyExtractor, PerRequest, Unkeyed};
+pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
 
 use std::fmt;
 use std::future::Future;
@@ -326,7 +326,16 @@ impl<S, K, C> RateLimit<S, K, C> {
             return None;
         }
         let key = if self.limiter.is_keyed() {
-            self.limiter.hash_key(&self.key.extract(req))
+            let key = self.key.extract(req);
+            match self.key.status(&key) {
+                KeyStatus::Known => {}
+                KeyStatus::Unknown => self.limiter.counters.unknown_key(),
+                KeyStatus::Refuse => {
+                    self.limiter.counters.unknown_key();
+                    return Some(Refusal::Unknown(UnknownKey));
+                }
+            }
+            self.limiter.hash_key(&key)
         } else {
             0
         };
@@ -388,6 +397,9 @@ where
                         capacity = e.capacity,
                         "request cost above the limiter's capacity"
                     ),
+                    Refusal::Unknown(_) => {
+                        tracing::debug!("refused: the key extractor identified no client")
+                    }
                 }
                 ResponseFuture::refused(r)
             }
