@@ -1,7 +1,8 @@
 //! palisade's own refusals, told apart from the upstream's failures.
 //!
-//! A breaker's [`CircuitOpen`], a limiter's [`RateLimited`] and
-//! [`InsufficientCapacity`] are decided *here*, without calling the
+//! A breaker's [`CircuitOpen`], a limiter's [`RateLimited`],
+//! [`InsufficientCapacity`] and [`UnknownKey`] (a strict key extractor
+//! that identified no client) are decided *here*, without calling the
 //! upstream: they say nothing about its health. Counted as failures they do
 //! harm: one greedy client's 429s open a breaker stacked above the limiter
 //! for every client, and a retry above an open breaker hammers it. So every
@@ -19,7 +20,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use crate::circuit_breaker::CircuitOpen;
-use crate::rate_limit::{InsufficientCapacity, RateLimited};
+use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
 /// A refusal made by a palisade layer in this process, not by the upstream.
 ///
@@ -44,7 +45,8 @@ use crate::rate_limit::{InsufficientCapacity, RateLimited};
 pub struct LocalRejection {
     /// When the same request could be admitted: `Some(wait)` for "not now"
     /// (an open breaker, a rate limit), `None` for "never" (a request
-    /// costing more than a limiter can ever admit): waiting does not help.
+    /// costing more than a limiter can ever admit, a client a strict limiter
+    /// could not identify): waiting does not help.
     pub retry_after: Option<Duration>,
 }
 
@@ -97,7 +99,7 @@ pub fn local_rejection_of<E: 'static>(error: &E) -> Option<LocalRejection> {
     if let Some(limited) = any.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
-    if any.is::<InsufficientCapacity>() {
+    if any.is::<InsufficientCapacity>() || any.is::<UnknownKey>() {
         return Some(NEVER);
     }
     None
@@ -111,7 +113,7 @@ fn rejection_itself(e: &(dyn Error + 'static)) -> Option<LocalRejection> {
     if let Some(limited) = e.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
-    if e.is::<InsufficientCapacity>() {
+    if e.is::<InsufficientCapacity>() || e.is::<UnknownKey>() {
         return Some(NEVER);
     }
     None
@@ -184,6 +186,9 @@ mod tests {
             capacity: 2,
         });
         assert_eq!(local_rejection(&*never), Some(NEVER));
+        let unknown: BoxError = Box::new(UnknownKey);
+        assert_eq!(local_rejection(&*unknown), Some(NEVER));
+        assert!(is_local(&UnknownKey));
     }
 
     #[test]
