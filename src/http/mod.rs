@@ -34,9 +34,14 @@
 //! limiter by client address, read from the one source you trust: the
 //! connection's peer, or the `X-Forwarded-For` / `Forwarded` entry that your
 //! own proxies wrote, counted from the *right* (the leftmost entry is
-//! whatever the client sent). Requests without a trustworthy address share
-//! one [`ClientKey::Unknown`], so garbage cannot mint keys; IPv6 clients are
-//! keyed by their `/64` by default.
+//! whatever the client sent). [`ClientIp::peer`] finds the peer where axum
+//! (`ConnectInfo<SocketAddr>`, feature `axum`) and tonic (`TcpConnectInfo`,
+//! feature `tonic`) put it, with no configuration. Requests without a
+//! trustworthy address share one [`ClientKey::Unknown`], so garbage cannot
+//! mint keys; that is warned about once, counted by the limiter
+//! ([`unknown_key_requests`](crate::rate_limit::RateLimitHandle::unknown_key_requests)),
+//! and refused with [`ClientIp::refuse_unknown`]. IPv6 clients are keyed by
+//! their `/64` by default.
 //!
 //! ```
 //! use palisade::RateLimitLayer;

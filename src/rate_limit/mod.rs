@@ -140,8 +140,11 @@
 //!
 //! # Counts and tracing
 //!
-//! [`RateLimitLayer::handle`] reads admitted, refused and keys held. Each
-//! refusal emits a `tracing` event at debug level.
+//! [`RateLimitLayer::handle`] reads admitted, refused and keys held, and
+//! for a keyed limiter the requests whose extractor identified no client
+//! ([`KeyStatus`]: `http::ClientIp`'s `ClientKey::Unknown`), which share one
+//! key, or are refused with [`UnknownKey`] when the extractor is strict.
+//! Each refusal emits a `tracing` event at debug level.
 //!
 //! # Differences from `tower::limit::RateLimit`
 //!
