@@ -168,7 +168,7 @@ pub struct InvalidPrefixLength(pub u8);
 /// // One reverse proxy in front of the server, appending to X-Forwarded-For.
 /// let client_ip = ClientIp::x_forwarded_for(1);
 /// let limiter = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
-///     .keyed(client_ip.into_fn::<String>())
+///     .keyed(client_ip)
 ///     .build()?;
 /// # let _ = limiter;
 ///

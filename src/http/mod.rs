@@ -51,7 +51,7 @@
 //! # fn main() -> Result<(), palisade::rate_limit::ConfigError> {
 //! // Behind one reverse proxy that appends to X-Forwarded-For.
 //! let per_client = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
-//!     .keyed(ClientIp::x_forwarded_for(1).into_fn::<axum::body::Body>())
+//!     .keyed(ClientIp::x_forwarded_for(1))
 //!     .build()?;
 //! # let _ = per_client;
 //! # Ok(()) }
