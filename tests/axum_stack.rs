@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use palisade::circuit_breaker::{CircuitBreakerHandle, State};
-use palisade::classify::{Classify, ErrorsAsFailures, ServerErrorsAsFailures};
+use palisade::classify::{Classify, ErrorsAsFailures, FailureWhenOk, ServerErrorsAsFailures};
 use palisade::http::{ClientIp, ErrorResponseLayer};
 use palisade::rate_limit::RateLimitHandle;
 use palisade::{BoxError, CircuitBreakerLayer, RateLimitLayer};
@@ -106,12 +106,17 @@ fn status(status: u16, retry_after: &str) -> Reply {
 
 /// `GET /` on a new HTTP/1 connection from `from`, with `headers`.
 async fn get_from(server: &Server, from: Ipv4Addr, headers: &[(&str, &str)]) -> Reply {
-    tokio::time::timeout(TIMEOUT, send(server.addr, from, headers))
+    get_path(server, from, "/", headers).await
+}
+
+/// `GET path` on a new HTTP/1 connection from `from`, with `headers`.
+async fn get_path(server: &Server, from: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    tokio::time::timeout(TIMEOUT, send(server.addr, from, path, headers))
         .await
         .expect("request timed out")
 }
 
-async fn send(to: SocketAddr, from: Ipv4Addr, headers: &[(&str, &str)]) -> Reply {
+async fn send(to: SocketAddr, from: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> Reply {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((from, 0))).unwrap();
     let stream = socket.connect(to).await.unwrap();
@@ -119,7 +124,7 @@ async fn send(to: SocketAddr, from: Ipv4Addr, headers: &[(&str, &str)]) -> Reply
         .await
         .unwrap();
     let conn = tokio::spawn(conn);
-    let mut request = hyper::Request::get("/").header("host", to.to_string());
+    let mut request = hyper::Request::get(path).header("host", to.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -429,8 +434,9 @@ const ORDERS: [Order; 3] = [
     Order::LimiterOutermost,
 ];
 
-/// A healthy handler behind a breaker that trips on 2 consecutive failures
-/// (open 30 s) and a limit of one request per minute per peer, in `order`.
+/// A healthy handler (and `/fail`, answering `500`) behind a breaker that
+/// trips on 2 consecutive failures (open 30 s) and a limit of one request
+/// per minute per peer, in `order`.
 fn greedy_stack<K>(
     order: Order,
     classifier: K,
@@ -451,7 +457,7 @@ where
         .unwrap();
     let limiter = per_client(client_ip);
     let handles = (breaker.handle(), limiter.handle());
-    let app = healthy();
+    let app = healthy().route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }));
     let app = match order {
         Order::ErrorsBreakerLimiter => app.layer(
             ServiceBuilder::new()
@@ -478,7 +484,11 @@ where
 
 /// The second bug: three `429`s sent to one greedy client opened
 /// the breaker, and the next client got `503, retry-after: 30`.
-async fn greedy_client_never_opens_the_breaker<K>(classifier: K)
+///
+/// With `counts_5xx`, the same breaker then opens on two real `500`s from
+/// fresh peers, and the next client gets its `503`: it ignored the `429`s,
+/// not everything.
+async fn greedy_client_never_opens_the_breaker<K>(classifier: K, counts_5xx: bool)
 where
     K: Classify<Response<Body>, BoxError>
         + Classify<Response<Body>, Infallible>
@@ -504,17 +514,34 @@ where
         for peer in [A, C] {
             assert_eq!(get_from(&server, peer, &[]).await, ok(), "{order:?} {peer}");
         }
+        if counts_5xx {
+            for last in [4, 5] {
+                let peer = Ipv4Addr::new(127, 0, 0, last);
+                let reply = get_path(&server, peer, "/fail", &[]).await;
+                assert_eq!(reply.status, 500, "{order:?}");
+            }
+            assert_eq!(breaker.state(), State::Open, "{order:?}");
+            let next = get_from(&server, Ipv4Addr::new(127, 0, 0, 6), &[]).await;
+            assert_eq!(next, status(503, "30"), "{order:?}");
+        }
     }
 }
 
 #[tokio::test]
 async fn a_greedy_clients_429s_never_open_a_server_errors_breaker_in_any_order() {
-    greedy_client_never_opens_the_breaker(ServerErrorsAsFailures).await;
+    greedy_client_never_opens_the_breaker(ServerErrorsAsFailures, true).await;
 }
 
 #[tokio::test]
 async fn a_greedy_clients_429s_never_open_an_errors_as_failures_breaker_in_any_order() {
-    greedy_client_never_opens_the_breaker(ErrorsAsFailures).await;
+    // Counts `Err` only: an axum handler's `500` is an `Ok` to it.
+    greedy_client_never_opens_the_breaker(ErrorsAsFailures, false).await;
+}
+
+#[tokio::test]
+async fn a_greedy_clients_429s_never_open_a_failure_when_ok_breaker_in_any_order() {
+    let status_5xx: fn(&Response<Body>) -> bool = |r| r.status().is_server_error();
+    greedy_client_never_opens_the_breaker(FailureWhenOk::new(status_5xx), true).await;
 }
 
 /// Strict mode's `500`s are palisade's own refusals too: a server without
