@@ -50,7 +50,7 @@ impl<B, E> RetryAfter<http::Response<B>, E> for HttpRetryAfter {
 /// ```
 /// use http::HeaderValue;
 /// use palisade::retry::parse_retry_after;
-/// use std::time::{Duration, SystemTime};
+/// use std::time::{Duration, UNIX_EPOCH};
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(784_111_717); // 1994-11-06 08:48:37 UTC
 /// let parse = |v: &'static str| parse_retry_after(&HeaderValue::from_static(v), now);
