@@ -86,8 +86,13 @@ use tower::Layer;
 use crate::circuit_breaker::CircuitOpen;
 use crate::rate_limit::{InsufficientCapacity, RateLimited};
 
+mod body;
 mod client_ip;
 mod respond;
+pub use body::{
+    BufferBody, BufferBodyLayer, BufferedBody, CloneBuffered, DEFAULT_BODY_LIMIT, Replay,
+    ReplayBody,
+};
 pub use client_ip::{ClientIp, ClientKey, InvalidPrefixLength};
 pub use respond::{ErrorMapper, ErrorResponse, ErrorResponseFuture};
 
