@@ -115,6 +115,7 @@
 //! ```
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -127,6 +128,11 @@ use crate::classify::{Classify, Outcome};
 use crate::http::{ErrorMapper, ErrorResponse, ErrorResponseFuture};
 use crate::rate_limit::{InsufficientCapacity, RateLimited};
 use crate::retry::RetryAfter;
+
+mod client;
+mod retry_policy;
+pub use client::{ClientStatus, ClientStatusFuture, ClientStatusLayer, client_status};
+pub use retry_policy::GrpcRetryPolicy;
 
 /// The metadata key of gRPC's server pushback (proposal A6): milliseconds
 /// to wait before a retry, or a negative number for "do not retry".
@@ -147,36 +153,84 @@ pub const RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
 /// assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "2");
 /// ```
 pub fn status_from_error(error: &(dyn Error + 'static)) -> Status {
+    match find(error) {
+        Some(Found::Status(status)) => status.clone(),
+        Some(Found::Rejection(rejection)) => rejection.status(None),
+        None => Status::unknown("internal error"),
+    }
+}
+
+/// What the `source()` chain of an error holds first, from the outside in.
+pub(crate) enum Found<'a> {
+    /// A `Status`, passed through.
+    Status(&'a Status),
+    /// One of palisade's own rejections.
+    Rejection(Rejection<'a>),
+}
+
+/// One of palisade's rejections, found in an error chain.
+#[derive(Clone, Copy)]
+pub(crate) enum Rejection<'a> {
+    Open(&'a CircuitOpen),
+    Limited(&'a RateLimited),
+    Capacity(&'a InsufficientCapacity),
+}
+
+/// The first `Status` or palisade rejection in `error`'s chain.
+pub(crate) fn find<'a>(error: &'a (dyn Error + 'static)) -> Option<Found<'a>> {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(status) = e.downcast_ref::<Status>() {
-            return status.clone();
+            return Some(Found::Status(status));
         }
         if let Some(open) = e.downcast_ref::<CircuitOpen>() {
-            return limited(
-                Code::Unavailable,
-                "service unavailable: circuit open",
-                open.retry_after,
-            );
+            return Some(Found::Rejection(Rejection::Open(open)));
         }
-        if let Some(limited_by) = e.downcast_ref::<RateLimited>() {
-            return limited(
-                Code::ResourceExhausted,
-                "too many requests",
-                limited_by.retry_after,
-            );
+        if let Some(limited) = e.downcast_ref::<RateLimited>() {
+            return Some(Found::Rejection(Rejection::Limited(limited)));
         }
-        if e.is::<InsufficientCapacity>() {
-            let mut status =
-                Status::failed_precondition("request exceeds the rate limit's capacity");
-            status
-                .metadata_mut()
-                .insert(RETRY_PUSHBACK_MS, MetadataValue::from(-1_i64));
-            return status;
+        if let Some(capacity) = e.downcast_ref::<InsufficientCapacity>() {
+            return Some(Found::Rejection(Rejection::Capacity(capacity)));
         }
         next = e.source();
     }
-    Status::unknown("internal error")
+    None
+}
+
+impl Rejection<'_> {
+    /// The rejection's status, whose `source()` is `source` or else a copy
+    /// of the rejection itself, so `classify::local_rejection` finds it in
+    /// the status as in the error it came from.
+    pub(crate) fn status(self, source: Option<Arc<dyn Error + Send + Sync>>) -> Status {
+        let (mut status, own): (Status, Arc<dyn Error + Send + Sync>) = match self {
+            Rejection::Open(open) => (
+                limited(
+                    Code::Unavailable,
+                    "service unavailable: circuit open",
+                    open.retry_after,
+                ),
+                Arc::new(*open),
+            ),
+            Rejection::Limited(limited_by) => (
+                limited(
+                    Code::ResourceExhausted,
+                    "too many requests",
+                    limited_by.retry_after,
+                ),
+                Arc::new(limited_by.clone()),
+            ),
+            Rejection::Capacity(capacity) => {
+                let mut status =
+                    Status::failed_precondition("request exceeds the rate limit's capacity");
+                status
+                    .metadata_mut()
+                    .insert(RETRY_PUSHBACK_MS, MetadataValue::from(-1_i64));
+                (status, Arc::new(capacity.clone()))
+            }
+        };
+        status.set_source(source.unwrap_or(own));
+        status
+    }
 }
 
 /// A status for "not now": the wait in the message and as pushback.
