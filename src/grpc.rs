@@ -553,6 +553,11 @@ impl<B, E> RetryAfter<Response<B>, E> for GrpcRetryPushback {
         let value = result.as_ref().ok()?.headers().get(RETRY_PUSHBACK_MS)?;
         Some(parse_pushback(value.as_bytes()))
     }
+
+    /// A pushback is waited exactly, not lengthened by the backoff (A6).
+    fn exact(&self) -> bool {
+        true
+    }
 }
 
 /// A6 pushback: digits are milliseconds (saturating); anything else,

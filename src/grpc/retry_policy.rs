@@ -12,9 +12,7 @@ use tonic::{Code, ConnectError, Status, TimeoutExpired};
 
 use super::{Found, GrpcCodes, RETRY_PUSHBACK_MS, find, response_code};
 use crate::BoxError;
-use crate::circuit_breaker::CircuitOpen;
-use crate::classify::{Classify, Outcome};
-use crate::rate_limit::{InsufficientCapacity, RateLimited};
+use crate::classify::{Classify, Outcome, is_local_response, local_rejection_of};
 use crate::retry::{RetryAfter, RetryLayerBuilder};
 
 /// Which gRPC results a client retries, and after how long, after gRPC's
@@ -147,6 +145,7 @@ impl GrpcRetryPolicy {
     /// retried, `Some(hint)` for a retry.
     fn verdict<B, E: 'static>(&self, result: &Result<Response<B>, E>) -> Verdict {
         match result {
+            Ok(response) if is_local_response(response) => Verdict::Return,
             Ok(response) => {
                 let Some(code) = response_code(response.status(), response.headers()) else {
                     return Verdict::Success;
@@ -163,15 +162,13 @@ impl GrpcRetryPolicy {
                 self.decide(code, pushback)
                     .map_or(Verdict::Return, Verdict::Retry)
             }
+            Err(error) if local_rejection_of(error).is_some() => Verdict::Return,
             Err(error) => {
                 let Some(error) = as_error(error) else {
                     return self
                         .decide(Code::Unknown, Pushback::None)
                         .map_or(Verdict::Return, Verdict::Retry);
                 };
-                if is_local_rejection(error) {
-                    return Verdict::Return;
-                }
                 let (code, pushback) = match find(error) {
                     Some(Found::Status(status)) => (
                         status.code(),
@@ -221,6 +218,11 @@ impl<B, E: 'static> RetryAfter<Response<B>, E> for GrpcRetryPolicy {
             Verdict::Success | Verdict::Return => None,
         }
     }
+
+    /// A pushback is waited exactly, not lengthened by the backoff (A6).
+    fn exact(&self) -> bool {
+        true
+    }
 }
 
 /// A6's `grpc-retry-pushback-ms`, read.
@@ -257,19 +259,6 @@ fn as_error<E: 'static>(error: &E) -> Option<&(dyn Error + 'static)> {
     }
     any.downcast_ref::<Status>()
         .map(|s| s as &(dyn Error + 'static))
-}
-
-/// Whether a palisade rejection is anywhere in `error`'s chain (behind a
-/// `Status` made from it too).
-fn is_local_rejection(error: &(dyn Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.is::<CircuitOpen>() || e.is::<RateLimited>() || e.is::<InsufficientCapacity>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 /// The code tonic's generated clients give an error that holds no
