@@ -36,11 +36,13 @@ fn request<B>(body: B) -> Request<B> {
     req
 }
 
+type Frames = Vec<Result<Frame<Bytes>, Infallible>>;
+
 /// A body of several chunks without a size hint, all ready at once (as a
 /// tonic unary message or an in-memory stream is).
 fn chunks(
     parts: &[&'static str],
-) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>> {
+) -> StreamBody<futures::stream::Iter<<Frames as IntoIterator>::IntoIter>> {
     let frames: Vec<_> = parts
         .iter()
         .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))

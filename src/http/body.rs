@@ -1,87 +1,5 @@
-//! Request bodies kept in memory so a retry can send them again.
-//!
-//! An `http::Request<B>` is not `Clone`, so a [`RetryLayer`] over an HTTP or
-//! gRPC client cannot copy it and sends each request once. Two pieces fix
-//! that:
-//!
-//! - [`BufferBodyLayer`], placed *above* the retry layer, reads each
-//!   request's body into one [`Bytes`] when it is small (at most
-//!   [`limit`](BufferBodyLayer::limit), default [`DEFAULT_BODY_LIMIT`], 64
-//!   KiB) and entirely available at once, hands the request on with a body
-//!   rebuilt from those bytes, and records them in the request's extensions
-//!   ([`BufferedBody`]).
-//! - [`CloneBuffered`], given to
-//!   [`RetryLayerBuilder::clone_request`](crate::retry::RetryLayerBuilder::clone_request),
-//!   copies such a request: method, URI, version, headers and extensions,
-//!   and a new body of the same bytes (a reference count, not a copy). A
-//!   request without buffered bytes is not copied, so it is sent once and
-//!   counted by the retry layer as not clonable.
-//!
-//! **Why 64 KiB.** A unary gRPC call or a small JSON request fits with room
-//! to spare, and a retrying client holding one such body per request in
-//! flight stays cheap. Uploads are larger and better not held in memory
-//! (nor sent twice); raise the limit with [`BufferBodyLayer::with_limit`] if
-//! your requests are bigger.
-//!
-//! **What is not buffered** (sent once, as it came, never a panic): a body
-//! whose size hint already exceeds the limit (it is not read at all), one
-//! that grows past the limit while read, one that is not all available at
-//! once (a streaming body still being produced: the layer never waits for a
-//! body, so a bidirectional stream cannot deadlock on it), one with
-//! trailers, and one that fails while read (the error is delivered to the
-//! transport as it would have been). The bytes already read are sent first,
-//! then the rest of the body. The first time this happens the layer logs a
-//! `WARN` (once per layer, not per request); every time it adds to
-//! [`BufferBodyLayer::unbuffered`].
-//!
-//! The body types this works for implement [`ReplayBody`]: `tonic`'s
-//! `Body` (feature `tonic`), `axum::body::Body` (feature `axum`) and
-//! http-body-util's `Full<Bytes>`.
-//!
-//! **Cost.** Reading a ready body happens in `call`, without a timer or a
-//! task; a one-chunk body (tonic's unary message, `Full`) is kept without
-//! copying. The marker in the extensions and the rebuilt body are an
-//! allocation or two per request: small beside what the transport does
-//! with the request, and the price of being able to retry it.
-//!
-//! [`RetryLayer`]: crate::RetryLayer
-//!
-//! ```
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use palisade::RetryLayer;
-//! use palisade::http::{BufferBodyLayer, CloneBuffered};
-//! use std::sync::Arc;
-//! use std::sync::atomic::{AtomicU32, Ordering};
-//! use std::time::Duration;
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), palisade::BoxError> {
-//! let calls = Arc::new(AtomicU32::new(0));
-//! let seen = calls.clone();
-//! // Fails the first call, then answers with the request's body.
-//! let upstream = service_fn(move |req: http::Request<Full<Bytes>>| {
-//!     let n = seen.fetch_add(1, Ordering::SeqCst);
-//!     async move {
-//!         if n == 0 {
-//!             return Err(palisade::BoxError::from("connection reset"));
-//!         }
-//!         Ok(req.into_body())
-//!     }
-//! });
-//! let client = ServiceBuilder::new()
-//!     .layer(BufferBodyLayer::new())
-//!     .layer(RetryLayer::exponential(Duration::from_millis(10))
-//!         .clone_request(CloneBuffered)
-//!         .build()?)
-//!     .service(upstream);
-//!
-//! let body = client.oneshot(http::Request::new(Full::from("hello"))).await?;
-//! assert_eq!(calls.load(Ordering::SeqCst), 2);
-//! # let _ = body;
-//! # Ok(()) }
-//! ```
+//! Request bodies kept in memory so a retry can send them again:
+//! [`BufferBodyLayer`] (its docs say how and why) and [`CloneBuffered`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -99,7 +17,7 @@ use tower::{Layer, Service};
 use crate::retry::CloneRequest;
 
 /// The default [`BufferBodyLayer::limit`]: 64 KiB (see the
-/// [module docs](self) for why).
+/// [`BufferBodyLayer`] for why).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// A body type [`BufferBodyLayer`] can rebuild: from bytes it buffered,
@@ -243,8 +161,90 @@ where
     }
 }
 
-/// Buffers small request bodies so [`CloneBuffered`] can copy the request
-/// for a retry; see the [module docs](self).
+/// Keeps small request bodies in memory so a retry can send them again.
+///
+/// An `http::Request<B>` is not `Clone`, so a [`RetryLayer`] over an HTTP or
+/// gRPC client cannot copy it and sends each request once. Two pieces fix
+/// that:
+///
+/// - This layer, placed *above* the retry layer, reads each
+///   request's body into one [`Bytes`] when it is small (at most
+///   [`limit`](BufferBodyLayer::limit), default [`DEFAULT_BODY_LIMIT`], 64
+///   KiB) and entirely available at once, hands the request on with a body
+///   rebuilt from those bytes, and records them in the request's extensions
+///   ([`BufferedBody`]).
+/// - [`CloneBuffered`], given to
+///   [`RetryLayerBuilder::clone_request`](crate::retry::RetryLayerBuilder::clone_request),
+///   copies such a request: method, URI, version, headers and extensions,
+///   and a new body of the same bytes (a reference count, not a copy). A
+///   request without buffered bytes is not copied, so it is sent once and
+///   counted by the retry layer as not clonable.
+///
+/// **Why 64 KiB.** A unary gRPC call or a small JSON request fits with room
+/// to spare, and a retrying client holding one such body per request in
+/// flight stays cheap. Uploads are larger and better not held in memory
+/// (nor sent twice); raise the limit with [`BufferBodyLayer::with_limit`] if
+/// your requests are bigger.
+///
+/// **What is not buffered** (sent once, as it came, never a panic): a body
+/// whose size hint already exceeds the limit (it is not read at all), one
+/// that grows past the limit while read, one that is not all available at
+/// once (a streaming body still being produced: the layer never waits for a
+/// body, so a bidirectional stream cannot deadlock on it), one with
+/// trailers, and one that fails while read (the error is delivered to the
+/// transport as it would have been). The bytes already read are sent first,
+/// then the rest of the body. The first time this happens the layer logs a
+/// `WARN` (once per layer, not per request); every time it adds to
+/// [`BufferBodyLayer::unbuffered`].
+///
+/// The body types this works for implement [`ReplayBody`]: `tonic`'s
+/// `Body` (feature `tonic`), `axum::body::Body` (feature `axum`) and
+/// http-body-util's `Full<Bytes>`.
+///
+/// **Cost.** Reading a ready body happens in `call`, without a timer or a
+/// task; a one-chunk body (tonic's unary message, `Full`) is kept without
+/// copying. The marker in the extensions and the rebuilt body are an
+/// allocation or two per request: small beside what the transport does
+/// with the request, and the price of being able to retry it.
+///
+/// [`RetryLayer`]: crate::RetryLayer
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use palisade::RetryLayer;
+/// use palisade::http::{BufferBodyLayer, CloneBuffered};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), palisade::BoxError> {
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let seen = calls.clone();
+/// // Fails the first call, then answers with the request's body.
+/// let upstream = service_fn(move |req: http::Request<Full<Bytes>>| {
+///     let n = seen.fetch_add(1, Ordering::SeqCst);
+///     async move {
+///         if n == 0 {
+///             return Err(palisade::BoxError::from("connection reset"));
+///         }
+///         Ok(req.into_body())
+///     }
+/// });
+/// let client = ServiceBuilder::new()
+///     .layer(BufferBodyLayer::new())
+///     .layer(RetryLayer::exponential(Duration::from_millis(10))
+///         .clone_request(CloneBuffered)
+///         .build()?)
+///     .service(upstream);
+///
+/// let body = client.oneshot(http::Request::new(Full::from("hello"))).await?;
+/// assert_eq!(calls.load(Ordering::SeqCst), 2);
+/// assert_eq!(body.collect().await?.to_bytes(), "hello"); // the retry's body
+/// # Ok(()) }
+/// ```
 ///
 /// Cloning the layer shares its warn-once flag and its count.
 #[derive(Debug, Clone)]
@@ -517,11 +517,11 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
+    type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
+
     fn stream(
-        frames: Vec<Result<Frame<Bytes>, std::io::Error>>,
-    ) -> StreamBody<
-        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
-    > {
+        frames: Frames,
+    ) -> StreamBody<futures_util::stream::Iter<<Frames as IntoIterator>::IntoIter>> {
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
