@@ -435,6 +435,34 @@ mod tests {
         assert!(matches!(at(120), Decision::Admit { .. }));
         assert!(matches!(at(199), Decision::Deny { .. }));
     }
+
+    /// A clock reading older than the newest admission (another thread's
+    /// earlier `now`) records the newest time instead, so recorded times
+    /// never decrease.
+    #[test]
+    fn log_cell_records_never_go_back() {
+        let log = SlidingLog::new(3, 1_000).unwrap();
+        let cell = LogCell::new(3);
+        let recorded = |t: Nanos| match cell.acquire(&log, || t) {
+            Decision::Admit { state, .. } => state,
+            d => panic!("{d:?}"),
+        };
+        assert_eq!(recorded(500), 500);
+        assert_eq!(
+            recorded(100),
+            500,
+            "the newest admission, not the stale reading"
+        );
+        assert_eq!(recorded(700), 700);
+        // The ring is full: at 1 400 the oldest (500) still counts.
+        assert!(matches!(
+            cell.acquire(&log, || 1_400),
+            Decision::Deny {
+                retry_after: 100,
+                ..
+            }
+        ));
+    }
 }
 
 #[cfg(all(test, loom))]
