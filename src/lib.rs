@@ -24,9 +24,12 @@
 //! - [`classify`]: what counts as a failure (an `Ok(500)` can).
 //! - [`backoff`]: exponential backoff with jitter.
 //! - `http` (feature `http`): rejections as `503` / `429` responses with
-//!   `Retry-After`, client-IP keys, for axum and hyper servers.
+//!   `Retry-After`, client-IP keys, for axum and hyper servers; request
+//!   bodies buffered so retries can resend them.
 //! - `grpc` (feature `tonic`): rejections as `tonic::Status` and
-//!   trailers-only gRPC responses, and classifiers reading gRPC codes.
+//!   trailers-only gRPC responses, a client's errors as the right `Status`,
+//!   gRPC's retry policy (A6, with server pushback), and classifiers reading
+//!   gRPC codes.
 //!
 //! # Errors
 //!

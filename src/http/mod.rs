@@ -28,6 +28,18 @@
 //! [`ServerErrorsAsFailures`](crate::classify::ServerErrorsAsFailures) counts
 //! `5xx` answers as failures, so a breaker behind axum trips on `Ok(500)`.
 //!
+//! # Retrying requests with bodies
+//!
+//! An `http::Request` is not `Clone`, so a retry layer over an HTTP or gRPC
+//! client could never send one again. [`BufferBodyLayer`], above the retry
+//! layer, keeps bodies of up to 64 KiB that are available at once (a unary
+//! gRPC message, a small JSON document) in memory, and [`CloneBuffered`],
+//! the retry layer's
+//! [`clone_request`](crate::retry::RetryLayerBuilder::clone_request),
+//! copies such requests whole. A larger or streaming body is sent once,
+//! with a warning the first time. Works for tonic's, axum's and
+//! http-body-util's body types ([`ReplayBody`]).
+//!
 //! # Client-IP keys
 //!
 //! [`ClientIp`] keys a [keyed](crate::rate_limit::RateLimitBuilder::keyed)
@@ -92,8 +104,13 @@ use tower::Layer;
 use crate::circuit_breaker::CircuitOpen;
 use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
+mod body;
 mod client_ip;
 mod respond;
+pub use body::{
+    BufferBody, BufferBodyLayer, BufferedBody, CloneBuffered, DEFAULT_BODY_LIMIT, Replay,
+    ReplayBody,
+};
 pub use client_ip::{ClientIp, ClientKey, InvalidPrefixLength};
 pub use respond::{ErrorMapper, ErrorResponse, ErrorResponseFuture};
 
