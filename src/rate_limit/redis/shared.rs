@@ -1,0 +1,280 @@
+//! One shared limiter's local state, and the decision: local denials, then
+//! Redis behind a timeout and a circuit breaker, then the fallback.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service};
+
+use super::super::error::{InsufficientCapacity, RateLimited};
+use super::super::future::Refusal;
+use super::super::limiter::{Limiter, Outcome};
+use super::denials::Denials;
+use super::script::{Params, Verdict};
+use super::stats::StoreStats;
+use super::store::RedisStore;
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+use crate::{BoxError, CircuitBreakerLayer};
+
+/// The fallback, as built.
+pub(crate) enum Policy {
+    Open,
+    Closed(Duration),
+    Local(Box<Limiter>),
+}
+
+impl Policy {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Open => "fail open",
+            Self::Closed(_) => "fail closed",
+            Self::Local(_) => "local insurance limiter",
+        }
+    }
+}
+
+/// Why a call to Redis gave no verdict.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One call to Redis.
+pub(crate) struct StoreCall {
+    key: Vec<u8>,
+    cost: u64,
+    now_us: Option<u64>,
+}
+
+/// Redis as a service, so palisade's own circuit breaker can wrap it: a
+/// failure or a timeout counts against the breaker.
+#[derive(Clone)]
+pub(crate) struct StoreService {
+    store: RedisStore,
+    params: Params,
+    timeout: Duration,
+    stats: Arc<StoreStats>,
+}
+
+type StoreFuture = Pin<Box<dyn Future<Output = Result<Verdict, StoreError>> + Send>>;
+
+impl Service<StoreCall> for StoreService {
+    type Response = Verdict;
+    type Error = StoreError;
+    type Future = StoreFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
+        // The connection is multiplexed: always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: StoreCall) -> StoreFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            this.stats.call();
+            let run = this
+                .store
+                .run(this.params, &call.key, call.cost, call.now_us);
+            let result = match tokio::time::timeout(this.timeout, run).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(StoreError::Redis(e)),
+                Err(_) => Err(StoreError::Timeout(this.timeout)),
+            };
+            if result.is_err() {
+                this.stats.error();
+            }
+            result
+        })
+    }
+}
+
+/// Everything a shared limiter's services share.
+pub(crate) struct Shared {
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) stats: Arc<StoreStats>,
+    pub(crate) breaker_handle: CircuitBreakerHandle,
+    store: RedisStore,
+    params: Params,
+    capacity: u64,
+    breaker: CircuitBreaker<StoreService>,
+    policy: Policy,
+    denials: Option<Denials>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("params", &self.params)
+            .field("policy", &self.policy.name())
+            .field("local_denials", &self.denials.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        limiter: Arc<Limiter>,
+        store: RedisStore,
+        params: Params,
+        capacity: u64,
+        prefix: Vec<u8>,
+        timeout: Duration,
+        breaker: &CircuitBreakerLayer,
+        policy: Policy,
+        local_denials: usize,
+    ) -> Self {
+        let stats = Arc::new(StoreStats::new(limiter.clock));
+        let service = StoreService {
+            store: store.clone(),
+            params,
+            timeout,
+            stats: stats.clone(),
+        };
+        Self {
+            breaker_handle: breaker.handle(),
+            breaker: breaker.layer(service),
+            limiter,
+            prefix,
+            stats,
+            store,
+            params,
+            capacity,
+            policy,
+            denials: (local_denials > 0).then(|| Denials::new(local_denials)),
+        }
+    }
+
+    fn limited(&self, retry_after: Duration, remaining: u64) -> Refusal {
+        Refusal::Limited(RateLimited {
+            retry_after: retry_after.max(Duration::from_nanos(1)),
+            limit: self.limiter.limit(),
+            remaining,
+        })
+    }
+
+    /// Decides for one request of `cost` (> 0) under the full Redis `key`,
+    /// and counts the answer.
+    pub(crate) async fn decide(self: Arc<Self>, key: Vec<u8>, cost: u64) -> Result<(), Refusal> {
+        let result = self.decide_uncounted(key, cost).await;
+        match &result {
+            Ok(()) => self.limiter.counters.admit(),
+            Err(_) => self.limiter.counters.reject(),
+        }
+        result
+    }
+
+    async fn decide_uncounted(&self, key: Vec<u8>, cost: u64) -> Result<(), Refusal> {
+        if cost > self.capacity {
+            return Err(Refusal::Never(InsufficientCapacity {
+                cost,
+                capacity: self.capacity,
+            }));
+        }
+        let now = self.limiter.clock.now();
+        let denied = self.denials.as_ref().map(|d| (d, d.hash(&key)));
+        if let Some((d, hash)) = denied {
+            if let Some(until) = d.until(hash, now) {
+                self.stats.local_denial();
+                return Err(self.limited(Duration::from_nanos(until - now), 0));
+            }
+        }
+        let insurance_key = match &self.policy {
+            Policy::Local(l) if l.is_keyed() => l.hash_key(&key),
+            _ => 0,
+        };
+        let mut breaker = self.breaker.clone();
+        let call = StoreCall {
+            key,
+            cost,
+            now_us: None,
+        };
+        let answer = async {
+            poll_fn(|cx| breaker.poll_ready(cx)).await?;
+            breaker.call(call).await
+        };
+        match answer.await {
+            Ok(Verdict::Admit) => Ok(()),
+            Ok(Verdict::Deny {
+                retry_after,
+                remaining,
+                free_after,
+            }) => {
+                if let Some((d, hash)) = denied {
+                    // From the reading taken before the call: the local
+                    // refusal ends no later than Redis's.
+                    d.insert(hash, now.saturating_add(free_after.saturating_mul(1_000)), now);
+                }
+                Err(self.limited(Duration::from_micros(retry_after), remaining))
+            }
+            Err(e) => self.fall_back(insurance_key, cost, &*e),
+        }
+    }
+
+    fn fall_back(
+        &self,
+        key: u64,
+        cost: u64,
+        why: &(dyn std::error::Error + Send + Sync),
+    ) -> Result<(), Refusal> {
+        self.stats.fallback(self.policy.name(), &why);
+        match &self.policy {
+            Policy::Open => Ok(()),
+            Policy::Closed(retry_after) => Err(self.limited(*retry_after, 0)),
+            Policy::Local(limiter) => match limiter.acquire(key, cost, 0) {
+                Outcome::Admit { .. } => Ok(()),
+                Outcome::Deny(mut e) => {
+                    // Report the shared limit, not the insurance share.
+                    e.limit = self.limiter.limit();
+                    Err(Refusal::Limited(e))
+                }
+                Outcome::Never(e) => Err(Refusal::Never(e)),
+            },
+        }
+    }
+
+    /// The script's verdict at a given time (µs since the epoch), bypassing
+    /// local denials, the breaker and the fallback: for tests comparing the
+    /// script with the in-memory arithmetic.
+    pub(crate) async fn decide_at(
+        &self,
+        key: Vec<u8>,
+        cost: u64,
+        now_us: u64,
+    ) -> Result<(), BoxError> {
+        if cost > self.capacity {
+            return Err(Refusal::Never(InsufficientCapacity {
+                cost,
+                capacity: self.capacity,
+            })
+            .into());
+        }
+        match self.store.run(self.params, &key, cost, Some(now_us)).await? {
+            Verdict::Admit => Ok(()),
+            Verdict::Deny {
+                retry_after,
+                remaining,
+                ..
+            } => Err(self
+                .limited(Duration::from_micros(retry_after), remaining)
+                .into()),
+        }
+    }
+}
+
+impl fmt::Debug for StoreService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreService")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
