@@ -1,13 +1,16 @@
 //! Keys Redis has refused, answered in process until their refusal ends
 //! (Envoy's over-limit cache, rate-limiter-flexible's in-memory block).
 //!
-//! Redis answers a refusal with the time until a request of cost 1 could
-//! pass; until then every request for that key is refused here, with no
-//! call to Redis. The time is counted from *before* the call was sent, so
-//! the local refusal ends no later than Redis's would: it never refuses a
-//! request Redis would have admitted (other instances admitting meanwhile
-//! only make Redis stricter). A flood at a limited key therefore costs at
-//! most one call to Redis per refusal period per instance.
+//! Redis answers a refusal (and an admission that used the last unit) with
+//! the time until a request of cost 1 could pass; until then every request
+//! for that key is refused here, with no call to Redis. The time is counted
+//! from the answer's arrival, so a local refusal outlasts Redis's by at
+//! most the answer's travel time (other instances admitting meanwhile only
+//! make Redis stricter); in exchange the first call after it finds the
+//! capacity free. When a refusal ends, one request asks Redis and the
+//! others wait for its answer (single flight). A flood at a limited key
+//! therefore costs at most one call to Redis per refusal period per
+//! instance.
 //!
 //! Memory is bounded: at most `max` keys are held; when full, expired
 //! entries are swept, and if none has expired the new refusal is simply not
@@ -18,19 +21,65 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::watch;
 
 use crate::clock::Nanos;
 
 #[derive(Debug)]
+struct Entry {
+    /// Refused until then.
+    until: Nanos,
+    /// After `until`, the one request asking Redis on this instance's
+    /// behalf; the others wait for its answer (single flight), so a flood
+    /// makes one call per refusal period, not one per concurrent caller.
+    probe: Option<watch::Receiver<()>>,
+}
+
+#[derive(Debug)]
 pub(crate) struct Denials {
-    map: Mutex<HashMap<u64, Nanos>>,
+    map: Mutex<HashMap<u64, Entry>>,
     /// Entries held, read without the lock so that an empty cache (the
     /// common case) costs one load.
     len: AtomicUsize,
     max: usize,
     hasher: RandomState,
+}
+
+/// What the cache says about a key.
+#[derive(Debug)]
+pub(crate) enum Check<'a> {
+    /// Refused until then.
+    Denied(Nanos),
+    /// Ask Redis; if a probe, hold the guard until the answer is cached.
+    Ask(Option<Probe<'a>>),
+    /// Another request is asking Redis for this key: wait for it (the
+    /// receiver's sender is dropped when it is done), then check again.
+    Wait(watch::Receiver<()>),
+}
+
+/// The one request asking Redis for a key whose refusal just ended. Dropped
+/// (answered, failed or cancelled), it wakes the waiters.
+#[derive(Debug)]
+pub(crate) struct Probe<'a> {
+    denials: &'a Denials,
+    key: u64,
+    mine: watch::Receiver<()>,
+    _tx: watch::Sender<()>,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        let mut map = self.denials.lock();
+        if let Some(e) = map.get_mut(&self.key) {
+            if e.probe.as_ref().is_some_and(|p| p.same_channel(&self.mine)) {
+                e.probe = None;
+            }
+        }
+        // `_tx` drops after this: waiters wake to the updated entry.
+    }
 }
 
 impl Denials {
@@ -43,25 +92,38 @@ impl Denials {
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        // Nothing panics under this lock; a poisoned map is still valid.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    /// When the key's cached refusal ends, if it has not yet.
-    pub(crate) fn until(&self, key: u64, now: Nanos) -> Option<Nanos> {
+    /// What to do with a request for `key` at `now`.
+    pub(crate) fn check(&self, key: u64, now: Nanos) -> Check<'_> {
         if self.len.load(Ordering::Relaxed) == 0 {
-            return None;
+            return Check::Ask(None);
         }
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&key) {
-            Some(&until) if until > now => Some(until),
-            Some(_) => {
-                map.remove(&key);
-                self.len.store(map.len(), Ordering::Relaxed);
-                None
-            }
-            None => None,
+        let mut map = self.lock();
+        let Some(e) = map.get_mut(&key) else {
+            return Check::Ask(None);
+        };
+        if e.until > now {
+            return Check::Denied(e.until);
         }
+        if let Some(rx) = &e.probe {
+            return Check::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        e.probe = Some(rx.clone());
+        Check::Ask(Some(Probe {
+            denials: self,
+            key,
+            mine: rx,
+            _tx: tx,
+        }))
     }
 
     /// Refuses `key` locally until `until`.
@@ -69,15 +131,15 @@ impl Denials {
         if until <= now {
             return;
         }
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.lock();
         if map.len() >= self.max && !map.contains_key(&key) {
-            map.retain(|_, u| *u > now);
+            map.retain(|_, e| e.until > now || e.probe.is_some());
             if map.len() >= self.max {
                 return;
             }
         }
-        let entry = map.entry(key).or_insert(until);
-        *entry = (*entry).max(until);
+        let e = map.entry(key).or_insert(Entry { until, probe: None });
+        e.until = e.until.max(until);
         self.len.store(map.len(), Ordering::Relaxed);
     }
 
@@ -92,14 +154,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_until_then_forgets() {
+    fn refuses_until_then_one_probe() {
         let d = Denials::new(2);
         let k = d.hash(b"a");
-        assert_eq!(d.until(k, 0), None);
+        assert!(matches!(d.check(k, 0), Check::Ask(None)));
         d.insert(k, 100, 0);
-        assert_eq!(d.until(k, 99), Some(100));
-        assert_eq!(d.until(k, 100), None);
-        assert_eq!(d.len(), 0);
+        assert!(matches!(d.check(k, 99), Check::Denied(100)));
+        let Check::Ask(Some(probe)) = d.check(k, 100) else {
+            panic!("the first request after the refusal asks")
+        };
+        let Check::Wait(mut rx) = d.check(k, 100) else {
+            panic!("the others wait")
+        };
+        d.insert(k, 200, 100);
+        drop(probe);
+        assert!(rx.has_changed().is_err(), "waiters are woken");
+        assert!(matches!(d.check(k, 150), Check::Denied(200)));
     }
 
     #[test]
@@ -111,7 +181,7 @@ mod tests {
         assert_eq!(d.len(), 2);
         // Expired entries make room.
         d.insert(42, 300, 200);
-        assert_eq!(d.until(42, 200), Some(300));
+        assert!(matches!(d.check(42, 200), Check::Denied(300)));
         assert!(d.len() <= 2);
     }
 }

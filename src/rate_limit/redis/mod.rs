@@ -81,9 +81,12 @@
 //! When Redis refuses a key, it also says when a request of cost 1 could
 //! pass; until then this instance refuses that key without asking Redis
 //! (on by default, at most [`DEFAULT_LOCAL_DENIALS`] keys held, see
-//! [`RedisBuilder::local_denials`]). The time is counted from before the
-//! call, so a local refusal never outlasts Redis's. A flood at a limited
-//! key costs at most one call to Redis per refusal period per instance.
+//! [`RedisBuilder::local_denials`]). An admission that used the last unit
+//! says the same. The time is counted from the answer's arrival, so a
+//! local refusal outlasts Redis's by at most that answer's travel time;
+//! when it ends, one request asks Redis while the others for that key wait
+//! for its answer. A flood at a limited key costs at most one call to Redis
+//! per refusal period per instance.
 //! Local refusals report `remaining: 0` and a `retry_after` for cost 1.
 //!
 //! # Connections

@@ -23,8 +23,10 @@
 //! writes nothing.
 //!
 //! **Answer.** `{admitted, retry_after_us, remaining, free_after_us}`:
-//! `free_after_us` is when a request of cost 1 could pass, which the
-//! local-denial cache uses.
+//! `remaining` is the capacity left (after the admission, if admitted);
+//! `free_after_us` is how long until a request of cost 1 could pass (0 if
+//! one could now), which the local-denial cache uses: an admission that
+//! used the last unit already tells the instance to stop asking.
 
 use std::sync::LazyLock;
 
@@ -51,7 +53,8 @@ local at = math.max(new_tat - B, now)
 if at <= now then
   local ttl = math.max(1, math.ceil((new_tat - now) / 1000))
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl))
-  return {1, 0, 0, 0}
+  local rem = math.max(0, math.floor((now + B - new_tat) / T))
+  return {1, 0, rem, math.max(new_tat + T - B, now) - now}
 end
 local remaining = math.max(0, math.floor((now + B - base) / T))
 local free = math.max(base + T - B, now) - now
@@ -87,13 +90,6 @@ else
   idx = k
   e = now - k * W
 end
-if prev * (W - e) + (cur + cost) * W <= limit * W then
-  cur = cur + cost
-  local ttl = math.max(1, math.ceil(((idx + 2) * W - now) / 1000))
-  redis.call('SET', KEYS[1], string.format('%.0f %.0f %.0f', idx, prev, cur),
-    'PX', string.format('%.0f', ttl))
-  return {1, 0, 0, 0}
-end
 local function earliest(c)
   local need = limit - c
   local p, q = prev, cur
@@ -108,6 +104,16 @@ local function earliest(c)
     p, q = q, 0
   end
   return (idx + 2) * W
+end
+if prev * (W - e) + (cur + cost) * W <= limit * W then
+  cur = cur + cost
+  local ttl = math.max(1, math.ceil(((idx + 2) * W - now) / 1000))
+  redis.call('SET', KEYS[1], string.format('%.0f %.0f %.0f', idx, prev, cur),
+    'PX', string.format('%.0f', ttl))
+  local rem = math.floor(math.max(0, limit * W - prev * (W - e) - cur * W) / W)
+  local free = 0
+  if rem < 1 then free = math.max(1, earliest(1) - now) end
+  return {1, 0, rem, free}
 end
 local used = prev * (W - e) + cur * W
 local remaining = math.floor(math.max(0, limit * W - used) / W)
@@ -137,7 +143,10 @@ pub(crate) enum Params {
 /// The script's answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    Admit,
+    Admit {
+        /// µs until a request of cost 1 would pass (0: now).
+        free_after: u64,
+    },
     Deny {
         /// µs until this request would pass.
         retry_after: u64,
@@ -155,7 +164,9 @@ impl Verdict {
         };
         let u = |v: i64| u64::try_from(v).ok();
         match admitted {
-            1 => Some(Self::Admit),
+            1 => Some(Self::Admit {
+                free_after: u(free)?,
+            }),
             0 => Some(Self::Deny {
                 retry_after: u(retry)?.max(1),
                 remaining: u(remaining)?,

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 use super::super::error::{InsufficientCapacity, RateLimited};
 use super::super::future::Refusal;
 use super::super::limiter::{Limiter, Outcome};
-use super::denials::Denials;
+use super::denials::{Check, Denials};
 use super::script::{Params, Verdict};
 use super::stats::StoreStats;
 use super::store::RedisStore;
@@ -104,6 +104,7 @@ pub(crate) struct Shared {
     store: RedisStore,
     params: Params,
     capacity: u64,
+    timeout: Duration,
     breaker: CircuitBreaker<StoreService>,
     policy: Policy,
     denials: Option<Denials>,
@@ -149,6 +150,7 @@ impl Shared {
             store,
             params,
             capacity,
+            timeout,
             policy,
             denials: (local_denials > 0).then(|| Denials::new(local_denials)),
         }
@@ -180,12 +182,29 @@ impl Shared {
                 capacity: self.capacity,
             }));
         }
-        let now = self.limiter.clock.now();
+        let mut now = self.limiter.clock.now();
         let denied = self.denials.as_ref().map(|d| (d, d.hash(&key)));
+        // Held until the answer is cached: other requests for this key wait
+        // for it rather than ask Redis too.
+        let mut _probe = None;
         if let Some((d, hash)) = denied {
-            if let Some(until) = d.until(hash, now) {
-                self.stats.local_denial();
-                return Err(self.limited(Duration::from_nanos(until - now), 0));
+            loop {
+                match d.check(hash, now) {
+                    Check::Denied(until) => {
+                        self.stats.local_denial();
+                        return Err(self.limited(Duration::from_nanos(until - now), 0));
+                    }
+                    Check::Ask(probe) => {
+                        _probe = probe;
+                        break;
+                    }
+                    Check::Wait(mut rx) => {
+                        // The probe ends within its own timeout; this bound
+                        // only guards against the unforeseen.
+                        let _ = tokio::time::timeout(self.timeout, rx.changed()).await;
+                        now = self.limiter.clock.now();
+                    }
+                }
             }
         }
         let insurance_key = match &self.policy {
@@ -202,18 +221,31 @@ impl Shared {
             poll_fn(|cx| breaker.poll_ready(cx)).await?;
             breaker.call(call).await
         };
-        match answer.await {
-            Ok(Verdict::Admit) => Ok(()),
+        let answer = answer.await;
+        // Counted from the answer's arrival: the local refusal ends after
+        // Redis's (by at most the answer's travel time), so the next call
+        // finds the capacity free: one call per refusal period.
+        let cache = |free_after: u64| {
+            if let (Some((d, hash)), true) = (denied, free_after > 0) {
+                let now = self.limiter.clock.now();
+                d.insert(
+                    hash,
+                    now.saturating_add(free_after.saturating_mul(1_000)),
+                    now,
+                );
+            }
+        };
+        match answer {
+            Ok(Verdict::Admit { free_after }) => {
+                cache(free_after);
+                Ok(())
+            }
             Ok(Verdict::Deny {
                 retry_after,
                 remaining,
                 free_after,
             }) => {
-                if let Some((d, hash)) = denied {
-                    // From the reading taken before the call: the local
-                    // refusal ends no later than Redis's.
-                    d.insert(hash, now.saturating_add(free_after.saturating_mul(1_000)), now);
-                }
+                cache(free_after);
                 Err(self.limited(Duration::from_micros(retry_after), remaining))
             }
             Err(e) => self.fall_back(insurance_key, cost, &*e),
@@ -258,8 +290,12 @@ impl Shared {
             })
             .into());
         }
-        match self.store.run(self.params, &key, cost, Some(now_us)).await? {
-            Verdict::Admit => Ok(()),
+        match self
+            .store
+            .run(self.params, &key, cost, Some(now_us))
+            .await?
+        {
+            Verdict::Admit { .. } => Ok(()),
             Verdict::Deny {
                 retry_after,
                 remaining,

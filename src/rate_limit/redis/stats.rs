@@ -82,14 +82,12 @@ impl RateLimitHandle {
 
     /// Decisions sent to Redis (0 for an in-memory limiter).
     pub fn store_calls(&self) -> u64 {
-        self.store()
-            .map_or(0, |s| s.calls.load(Ordering::Relaxed))
+        self.store().map_or(0, |s| s.calls.load(Ordering::Relaxed))
     }
 
     /// Calls to Redis that failed or timed out.
     pub fn store_errors(&self) -> u64 {
-        self.store()
-            .map_or(0, |s| s.errors.load(Ordering::Relaxed))
+        self.store().map_or(0, |s| s.errors.load(Ordering::Relaxed))
     }
 
     /// Decisions answered by the fallback policy (fail open, fail closed or

@@ -21,7 +21,8 @@ use super::script::{Params, Verdict};
 /// ```
 /// use palisade::rate_limit::redis::RedisStore;
 ///
-/// # fn main() -> Result<(), redis::RedisError> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), redis::RedisError> {
 /// // Connects on first use: building never waits for Redis.
 /// let store = RedisStore::open("redis://127.0.0.1:6379")?;
 /// # let _ = store;
@@ -55,13 +56,20 @@ impl RedisStore {
     /// A store on the Redis at `url` (`redis://host:port/db`), through a
     /// [`ConnectionManager`] that connects on first use and reconnects in
     /// the background after a connection error. Fails only on a malformed
-    /// URL.
+    /// URL, or when called outside a Tokio runtime (the manager's
+    /// reconnection task needs one).
     ///
     /// Connection attempts time out after 1 s and are retried at most twice
     /// per failure: the limiter's own timeout and breaker (see
     /// [`RedisBuilder`](super::RedisBuilder)) bound how long a decision
     /// waits, whatever the connection does.
     pub fn open(url: &str) -> RedisResult<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "RedisStore::open needs a Tokio runtime",
+            )));
+        }
         let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))

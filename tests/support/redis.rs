@@ -1,0 +1,155 @@
+//! Redis for tests: the shared server at `REDIS_URL` (else
+//! 127.0.0.1:6379), and servers (or a cluster) a test starts on free ports
+//! and stops itself. No Redis is a failure that says what to install, never
+//! a silent skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const INSTALL: &str = "install Redis 7 (Debian: `apt-get install -y redis-server redis-tools`) \
+     and start it (`redis-server --daemonize yes`), or set REDIS_URL";
+
+/// The shared test Redis's URL, after checking that it answers `PING`.
+pub fn redis_url() -> String {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if !pings(&addr) {
+        panic!("no Redis answers at {url}: {INSTALL}");
+    }
+    url
+}
+
+/// A key prefix no other test (or run) uses.
+pub fn prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("palisade-test:{test}:{}:{t}:{n}:", std::process::id())
+}
+
+/// Whether something at `addr` answers `PING` with `+PONG` within 200 ms.
+pub fn pings(addr: &str) -> bool {
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr) else {
+        return false;
+    };
+    for a in addrs {
+        let Ok(mut s) = TcpStream::connect_timeout(&a, Duration::from_millis(200)) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        if s.write_all(b"PING\r\n").is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 7];
+        if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+            return true;
+        }
+    }
+    false
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Runs `redis-cli -p port args..` and returns its output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e}: {INSTALL}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The port of the shared test Redis.
+pub fn shared_port() -> u16 {
+    let url = redis_url();
+    url.trim_start_matches("redis://")
+        .split(['/', '@'])
+        .find_map(|part| part.rsplit(':').next()?.parse().ok())
+        .unwrap_or(6379)
+}
+
+/// A redis-server this test started on a free port; stopped when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port, without persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra arguments (e.g. cluster mode).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port (after [`stop`](Self::stop)).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let dir = std::env::temp_dir().join(format!("palisade-redis-{}", self.port));
+        let _ = std::fs::create_dir_all(&dir);
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}: {INSTALL}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pings(&format!("127.0.0.1:{}", self.port)) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills it (as a crash would) and waits until the port is closed.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
