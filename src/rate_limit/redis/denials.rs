@@ -163,7 +163,7 @@ mod tests {
         let Check::Ask(Some(probe)) = d.check(k, 100) else {
             panic!("the first request after the refusal asks")
         };
-        let Check::Wait(mut rx) = d.check(k, 100) else {
+        let Check::Wait(rx) = d.check(k, 100) else {
             panic!("the others wait")
         };
         d.insert(k, 200, 100);
