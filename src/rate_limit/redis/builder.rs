@@ -107,7 +107,7 @@ impl<K, C> RateLimitBuilder<K, C> {
     ///
     /// `prefix` starts every Redis key of this limiter: give each limiter
     /// its own (two limiters on one prefix would share, and corrupt, their
-    /// counts). See [the module docs](super::redis) for keys, units and
+    /// counts). See [the module docs](crate::rate_limit::redis) for keys, units and
     /// failure handling.
     pub fn redis(self, store: RedisStore, prefix: impl Into<Vec<u8>>) -> RedisBuilder<K, C> {
         RedisBuilder {
