@@ -371,15 +371,17 @@ impl GrpcErrorsAsFailures {
     }
 }
 
-impl<B, E> Classify<Response<B>, E> for GrpcErrorsAsFailures {
+impl<B, E: 'static> Classify<Response<B>, E> for GrpcErrorsAsFailures {
     #[inline]
     fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
         match result {
+            // palisade's own answer to a rejection further down.
+            Ok(response) if crate::classify::is_local_response(response) => Outcome::Ignored,
             Ok(response) => match response_code(response.status(), response.headers()) {
                 None | Some(Code::Ok) => Outcome::Success,
                 Some(code) => by_code(self.failures, code),
             },
-            Err(_) => Outcome::Failure,
+            Err(e) => crate::classify::error_outcome(e),
         }
     }
 }
@@ -425,6 +427,7 @@ impl<T> Classify<T, Status> for StatusErrorsAsFailures {
     fn classify(&self, result: &Result<T, Status>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
+            Err(status) if crate::classify::is_local(status) => Outcome::Ignored,
             Err(status) => by_code(self.failures, status.code()),
         }
     }

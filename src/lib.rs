@@ -46,12 +46,18 @@
 //! let breaker = CircuitBreakerLayer::consecutive_failures(2)
 //!     .open_for(Duration::from_secs(30))
 //!     .build()?;
+//! let retry = RetryLayer::exponential(Duration::from_millis(1))
+//!     .max_attempts(2)
+//!     // The longest wait for a refusal (an open breaker below) worth waiting out.
+//!     .max_retry_after(Duration::from_secs(1))
+//!     .build()?;
 //! let client = ServiceBuilder::new()
-//!     .layer(RetryLayer::exponential(Duration::from_millis(1)).max_attempts(2).build()?)
+//!     .layer(retry)
 //!     .layer(breaker)
 //!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("down".into()) }));
 //!
-//! // Two attempts fail and trip the breaker; the next call is rejected.
+//! // Two attempts fail and trip the breaker; the next call is rejected, and
+//! // returned at once: its 30 s wait is above the retry's cap.
 //! assert!(client.clone().oneshot(()).await.is_err());
 //! let err = client.oneshot(()).await.unwrap_err();
 //! assert!(err.is::<CircuitOpen>());

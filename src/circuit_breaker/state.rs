@@ -496,10 +496,12 @@ impl Core {
     /// Back to closed with empty counts, from any state.
     pub(crate) fn reset(&self) {
         let mut word = self.load();
+        // No seal of a closed generation here (unlike `trip` and `force`):
+        // `policy.reset` below overwrites the consecutive word with the new
+        // generation before anything can be counted again, and an outcome
+        // of the old generation is ignored from then on. (Mutation testing
+        // found the seal had no effect; the loom reset models agree.)
         let resetting = loop {
-            if word.tag() == CLOSED {
-                self.policy.seal(word.generation());
-            }
             let next = word.next(RESETTING);
             match self.cas(word, next) {
                 Ok(()) => break next,

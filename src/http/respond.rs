@@ -98,7 +98,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let state = match self.failed_ready.take() {
             Some(error) => State::Answered {
-                response: Some(self.mapper.error_response(&*error)),
+                response: Some(answer(&self.mapper, &*error)),
             },
             None => State::Called {
                 future: self.inner.call(request),
@@ -107,6 +107,17 @@ where
         };
         ErrorResponseFuture { state }
     }
+}
+
+/// The mapper's response for `error`, marked as palisade's own answer when
+/// the error is a local rejection, so that a classifier above (a breaker
+/// reading statuses) ignores it whatever the mapper made of it.
+fn answer<B, M: ErrorMapper<B>>(mapper: &M, error: &(dyn Error + 'static)) -> Response<B> {
+    let mut response = mapper.error_response(error);
+    if let Some(rejection) = crate::classify::local_rejection(error) {
+        response.extensions_mut().insert(rejection);
+    }
+    response
 }
 
 pin_project! {
@@ -148,7 +159,7 @@ where
             Projected::Called { future, mapper } => {
                 Poll::Ready(Ok(match ready!(future.poll(cx)) {
                     Ok(response) => response,
-                    Err(error) => mapper.error_response(&*error.into()),
+                    Err(error) => answer(mapper, &*error.into()),
                 }))
             }
             Projected::Answered { response } => Poll::Ready(Ok(response

@@ -295,4 +295,97 @@ mod tests {
         assert!(!admit(&sw, &mut st, 10));
         assert!(!admit(&sw, &mut st, 5_999));
     }
+
+    #[test]
+    fn remaining_is_exact_when_denied() {
+        let sw = SlidingWindow::new(10, W).unwrap();
+        // Window 1 at elapsed 500: the previous 8 weigh 4, the current 3
+        // count whole: 7 used, 3 left; a cost of 4 is denied with 3 left.
+        let st = WindowState {
+            idx: 1,
+            prev: 8,
+            cur: 3,
+        };
+        match sw.decide(st, 1_500, 4) {
+            Decision::Deny { remaining, .. } => assert_eq!(remaining, 3),
+            d => panic!("{d:?}"),
+        }
+        // The previous window's share is rounded in the limiter's favour:
+        // at elapsed 250, 8 weigh 6 exactly; at 251 they weigh 5.992 and
+        // one more whole unit is not yet free.
+        let full = WindowState {
+            idx: 1,
+            prev: 8,
+            cur: 4,
+        };
+        match sw.decide(full, 1_250, 1) {
+            Decision::Deny { remaining, .. } => assert_eq!(remaining, 0),
+            d => panic!("{d:?}"),
+        }
+        match sw.decide(full, 1_100, 1) {
+            Decision::Deny { remaining, .. } => assert_eq!(remaining, 0),
+            d => panic!("{d:?}"),
+        }
+        assert_eq!(sw.remaining(full, 250), 0);
+        assert_eq!(sw.remaining(full, 500), 2);
+        assert_eq!(sw.remaining(full, 999), 5);
+        assert_eq!(sw.remaining(WindowState::default(), 0), 10);
+    }
+
+    #[test]
+    fn idle_at_is_when_both_counts_have_expired() {
+        let sw = SlidingWindow::new(10, W).unwrap();
+        let st = |prev, cur| WindowState { idx: 3, prev, cur };
+        assert_eq!(sw.idle_at(st(0, 0)), 0);
+        // Only the previous window counts: idle when window 4 begins.
+        assert_eq!(sw.idle_at(st(5, 0)), 4_000);
+        // The current window counts until the end of the next one.
+        assert_eq!(sw.idle_at(st(0, 5)), 5_000);
+        assert_eq!(sw.idle_at(st(5, 5)), 5_000);
+        // Up to then the state is not that of a new key: a full-limit
+        // request a new key would take is refused.
+        assert!(matches!(
+            sw.decide(st(0, 10), 4_999, 10),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            sw.decide(st(10, 0), 3_999, 10),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            sw.decide(st(0, 10), 5_000, 10),
+            Decision::Admit { .. }
+        ));
+    }
+
+    #[test]
+    fn undo_takes_back_from_the_window_it_was_counted_in() {
+        let sw = SlidingWindow::new(10, W).unwrap();
+        let st = WindowState {
+            idx: 5,
+            prev: 4,
+            cur: 6,
+        };
+        // Counted in the current window.
+        assert_eq!(sw.undo(st, 5, 2), WindowState { cur: 4, ..st });
+        // Counted in what is now the previous window.
+        assert_eq!(sw.undo(st, 4, 3), WindowState { prev: 1, ..st });
+        // Expired already, or from a window not yet seen: nothing to take.
+        assert_eq!(sw.undo(st, 3, 1), st);
+        assert_eq!(sw.undo(st, 6, 1), st);
+        // Never below zero.
+        assert_eq!(sw.undo(st, 5, 9), WindowState { cur: 0, ..st });
+        assert_eq!(sw.undo(st, 4, 9), WindowState { prev: 0, ..st });
+    }
+
+    #[test]
+    fn limits_at_their_bounds() {
+        assert_eq!(SlidingWindow::new(7, W).unwrap().limit(), 7);
+        assert!(SlidingWindow::new(MAX_LIMIT, W).is_ok());
+        assert!(SlidingWindow::new(1, u64::MAX / 4).is_ok());
+        assert_eq!(
+            SlidingWindow::new(1, u64::MAX / 4 + 1),
+            Err(ConfigError::Overflow)
+        );
+    }
 }

@@ -327,6 +327,59 @@ mod tests {
     }
 
     #[test]
+    fn window_index_wraps_at_2_pow_24() {
+        let at = |idx: u64| WindowState {
+            idx,
+            prev: 3,
+            cur: 4,
+        };
+        let wrap = 1u64 << 24;
+        // Stored just below the wrap, read just above it: two windows old.
+        assert_eq!(unpack(pack(at(wrap - 1)), wrap + 1).idx, wrap - 1);
+        // Stored just above the wrap (ahead: a stale reading), read below.
+        assert_eq!(unpack(pack(at(wrap)), wrap - 1).idx, wrap);
+        assert_eq!(unpack(pack(at(wrap + 1)), wrap - 1).idx, wrap + 1);
+        // Ahead by AHEAD is still ahead; one more is read as old: the
+        // boundary of the stale-reading allowance.
+        assert_eq!(unpack(pack(at(wrap + 2)), wrap - 2).idx, wrap + 2);
+        assert_eq!(unpack(pack(at(100 + AHEAD)), 100).idx, 100 + AHEAD);
+        // More than AHEAD ahead is taken as almost 2^24 windows old
+        // (before window 0 here, so window 0).
+        assert_eq!(unpack(pack(at(100 + AHEAD + 1)), 100).idx, 0);
+        assert_eq!(
+            unpack(pack(at(5 * wrap + AHEAD + 1)), 5 * wrap).idx,
+            4 * wrap + AHEAD + 1
+        );
+        // Counts are untouched by the index arithmetic.
+        let st = unpack(pack(at(wrap + 1)), wrap - 1);
+        assert_eq!((st.prev, st.cur), (3, 4));
+    }
+
+    /// A 1 ms window wraps its packed index after 2^24 ms (4.7 hours): the
+    /// limiter is as strict just after the wrap as anywhere else.
+    #[test]
+    fn a_window_limiter_keeps_counting_across_the_wrap() {
+        let sw = SlidingWindow::new(2, 1_000_000).unwrap(); // 2 per ms
+        let cell = WindowCell::new();
+        let wrap_ns = (1u64 << 24) * 1_000_000;
+        for start in [wrap_ns - 1_000_000, wrap_ns, wrap_ns + 500_000] {
+            let admitted = (0..5)
+                .filter(|_| matches!(cell.acquire(&sw, || start, 1).0, Decision::Admit { .. }))
+                .count();
+            assert!(
+                admitted <= 2,
+                "at {start}: {admitted} admitted in one window"
+            );
+        }
+        // Two windows after the last admission, a fresh window's worth again.
+        let later = wrap_ns + 3_000_000;
+        let admitted = (0..5)
+            .filter(|_| matches!(cell.acquire(&sw, || later, 1).0, Decision::Admit { .. }))
+            .count();
+        assert_eq!(admitted, 2);
+    }
+
+    #[test]
     fn backwards_readings_mint_nothing() {
         let g = Gcra::new(10, 1_000, 2).unwrap(); // T = 100
         let cell = GcraCell::new();
@@ -381,6 +434,34 @@ mod tests {
         assert!(matches!(at(110), Decision::Admit { .. }));
         assert!(matches!(at(120), Decision::Admit { .. }));
         assert!(matches!(at(199), Decision::Deny { .. }));
+    }
+
+    /// A clock reading older than the newest admission (another thread's
+    /// earlier `now`) records the newest time instead, so recorded times
+    /// never decrease.
+    #[test]
+    fn log_cell_records_never_go_back() {
+        let log = SlidingLog::new(3, 1_000).unwrap();
+        let cell = LogCell::new(3);
+        let recorded = |t: Nanos| match cell.acquire(&log, || t) {
+            Decision::Admit { state, .. } => state,
+            d => panic!("{d:?}"),
+        };
+        assert_eq!(recorded(500), 500);
+        assert_eq!(
+            recorded(100),
+            500,
+            "the newest admission, not the stale reading"
+        );
+        assert_eq!(recorded(700), 700);
+        // The ring is full: at 1 400 the oldest (500) still counts.
+        assert!(matches!(
+            cell.acquire(&log, || 1_400),
+            Decision::Deny {
+                retry_after: 100,
+                ..
+            }
+        ));
     }
 }
 

@@ -375,6 +375,70 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn refunds_count_in_the_window_they_were_taken_from() {
+        // Away from epoch 0, where a lost `& !ROTATING` would hide.
+        let b = budget(0.0, 1); // 10 retries per TTL, no ratio
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let taken: Vec<_> = std::iter::from_fn(|| b.withdraw()).take(20).collect();
+        assert_eq!(taken.len(), 10);
+        b.refund(taken[0]);
+        assert_eq!(b.available(), 1);
+
+        // A withdrawal exactly one TTL old: its slot was cleared and is the
+        // current one again, so a refund must not free a current retry.
+        let old = taken[1];
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.available(), 10, "the old window expired");
+        let now: Vec<_> = std::iter::from_fn(|| b.withdraw()).take(20).collect();
+        assert_eq!(now.len(), 10);
+        b.refund(old);
+        assert_eq!(b.available(), 0, "an expired withdrawal refunds nothing");
+        // One window short of a TTL, a refund still counts.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        b.refund(now[0]);
+        assert_eq!(b.available(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn withdrawals_live_in_the_current_window() {
+        let b = budget(0.0, 1);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(b.withdraw().is_some());
+        // Eight windows on, the withdrawal of window 3 still counts...
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(b.available(), 9);
+        // ...and expires with its window, a TTL after it.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.available(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_rotation_changes_nothing() {
+        let b = budget(1.0, 0);
+        b.rotate(13);
+        b.deposit();
+        b.rotate(12); // a reading taken before the last rotation
+        assert_eq!(b.epoch.load(Ordering::Relaxed), 13);
+        assert_eq!(b.sums().0, 1);
+    }
+
+    /// Deposits read the clock once per `SAMPLE`: after a quiet spell of a
+    /// whole TTL, the first `SAMPLE` deposits still land in the stale slot,
+    /// which the sampled rotation then clears (the documented strict side).
+    #[tokio::test(start_paused = true)]
+    async fn deposits_read_the_clock_once_per_sample() {
+        let b = budget(1.0, 0);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for _ in 0..SAMPLE {
+            b.deposit();
+        }
+        assert_eq!(b.sums().0, 0, "no clock read before the SAMPLE-th deposit");
+        b.deposit();
+        assert_eq!(b.sums().0, 1);
+        assert_eq!(b.epoch.load(Ordering::Relaxed), 11);
+    }
+
     #[test]
     fn invalid_configs() {
         use super::super::InvalidRetry;
@@ -398,6 +462,13 @@ mod tests {
         );
         assert!(RetryBudget::ratio(0.0).validate().is_ok());
         assert!(RetryBudget::ratio(1.0).validate().is_ok());
+        // The TTL's bounds are inclusive.
+        let ttl = |s| {
+            RetryBudget::ratio(0.1)
+                .ttl(Duration::from_secs(s))
+                .validate()
+        };
+        assert!(ttl(1).is_ok() && ttl(60).is_ok());
     }
 }
 
@@ -421,6 +492,47 @@ mod loom_tests {
             let mine = b.withdraw().is_some();
             let theirs = t.join().unwrap();
             assert!(!(mine && theirs), "the budget was overdrawn");
+        });
+    }
+
+    /// Two threads rotate the ring to the same window; one then deposits.
+    /// One rotation at a time: the slower rotator never clears a slot the
+    /// other already published and counted in.
+    #[test]
+    fn loom_budget_rotation_is_exclusive() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let b = Arc::new(BudgetState::new(&RetryBudget::ratio(1.0).min_per_sec(0)));
+            b.rotate(5);
+            let b2 = b.clone();
+            let t = loom::thread::spawn(move || b2.rotate(7));
+            b.rotate(7);
+            b.deposit();
+            t.join().unwrap();
+            assert_eq!(b.sums().0, 1, "a deposit made after rotating was cleared");
+        });
+    }
+
+    /// A deposit racing a rotation from window 5 to 7 lands in window 5 or
+    /// 7, never in a slot the rotation does not own (the epoch never reads
+    /// as anything else mid-rotation).
+    #[test]
+    fn loom_budget_deposit_during_rotation_lands_in_a_live_slot() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let b = Arc::new(BudgetState::new(&RetryBudget::ratio(1.0).min_per_sec(0)));
+            b.rotate(5);
+            let b2 = b.clone();
+            let t = loom::thread::spawn(move || b2.rotate(7));
+            b.deposit();
+            t.join().unwrap();
+            for (i, slot) in b.deposits.iter().enumerate() {
+                let n = slot.load(Ordering::Relaxed);
+                assert!(n == 0 || i == 5 || i == 7, "deposit in slot {i}");
+            }
+            assert_eq!(b.sums().0, 1);
         });
     }
 

@@ -79,6 +79,19 @@ pin_project! {
     }
 }
 
+impl<F> State<F> {
+    /// The state that sends the next attempt after `delay` nanoseconds.
+    fn after(delay: u64) -> Self {
+        if delay == 0 {
+            State::Retrying
+        } else {
+            State::Waiting {
+                sleep: tokio::time::sleep(Duration::from_nanos(delay)),
+            }
+        }
+    }
+}
+
 impl<S, Req, C, K, H> ResponseFuture<S, Req, C, K, H>
 where
     S: Service<Req>,
@@ -106,6 +119,7 @@ where
 impl<S, Req, C, K, H> Future for ResponseFuture<S, Req, C, K, H>
 where
     S: Service<Req>,
+    S::Error: 'static,
     C: Classify<S::Response, S::Error>,
     K: CloneRequest<Req>,
     H: RetryAfter<S::Response, S::Error>,
@@ -129,13 +143,11 @@ where
                         Verdict::Retry { delay, withdrawal } => {
                             *this.withdrawal = withdrawal;
                             *this.previous = Some(delay);
-                            if delay == 0 {
-                                this.state.set(State::Retrying);
-                            } else {
-                                let sleep = tokio::time::sleep(Duration::from_nanos(delay));
-                                this.state.set(State::Waiting { sleep });
-                            }
+                            this.state.set(State::after(delay));
                         }
+                        // A local rejection's wait is not a backoff step:
+                        // `previous` (decorrelated jitter) stays as it was.
+                        Verdict::WaitOut { delay } => this.state.set(State::after(delay)),
                     }
                 }
                 StateProj::Waiting { sleep } => {

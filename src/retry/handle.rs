@@ -18,6 +18,8 @@ pub(crate) struct RetryState {
     pub(crate) exhausted: AtomicU64,
     pub(crate) hint_refused: AtomicU64,
     pub(crate) not_clonable: AtomicU64,
+    pub(crate) rejections_waited: AtomicU64,
+    pub(crate) rejections_returned: AtomicU64,
 }
 
 impl RetryState {
@@ -30,6 +32,8 @@ impl RetryState {
             exhausted: AtomicU64::new(0),
             hint_refused: AtomicU64::new(0),
             not_clonable: AtomicU64::new(0),
+            rejections_waited: AtomicU64::new(0),
+            rejections_returned: AtomicU64::new(0),
         }
     }
 }
@@ -71,6 +75,21 @@ impl RetryHandle {
     /// Failures returned because the request could not be cloned.
     pub fn not_clonable(&self) -> u64 {
         self.state.not_clonable.load(Relaxed)
+    }
+
+    /// Local rejections from below (an open breaker, a rate limit) whose
+    /// `retry_after` fitted the limits: the request was sent again after
+    /// exactly that wait, without spending budget. Also counted in
+    /// [`retries`](Self::retries) once sent.
+    pub fn rejections_waited(&self) -> u64 {
+        self.state.rejections_waited.load(Relaxed)
+    }
+
+    /// Local rejections from below returned to the caller at once: their
+    /// wait did not fit what remained of the limits, or waiting never helps
+    /// (`InsufficientCapacity`).
+    pub fn rejections_returned(&self) -> u64 {
+        self.state.rejections_returned.load(Relaxed)
     }
 
     /// Retries the budget would allow now, or `None` without a budget.

@@ -355,7 +355,7 @@ mod tests {
                         previous = Some(delay);
                         got.push(delay);
                     }
-                    Verdict::Return => panic!("unlimited attempts"),
+                    other => panic!("unlimited attempts, no rejection: {other:?}"),
                 }
             }
             assert_eq!(got, expected, "{jitter:?}");

@@ -26,6 +26,35 @@
 //! When the layer gives up it returns the last attempt's result unchanged:
 //! retry adds no error type of its own.
 //!
+//! # Refusals from palisade layers below
+//!
+//! A [`CircuitOpen`](crate::circuit_breaker::CircuitOpen) or
+//! [`RateLimited`](crate::RateLimited) from a layer under the retry (found
+//! anywhere in the error's `source()` chain) was decided in this process
+//! without calling the upstream. Retrying it at once would be refused again
+//! (or hammer an open breaker), so retry handles it itself, before the
+//! classifier is asked:
+//!
+//! - its `retry_after` **fits** when an attempt is left, the request was
+//!   copied, the wait is at most
+//!   [`max_retry_after`](RetryLayerBuilder::max_retry_after) (default: the
+//!   backoff's `max_delay`, 60 s unless set) and it ends before
+//!   [`max_elapsed`](RetryLayerBuilder::max_elapsed): the request is sent
+//!   again after **exactly** that wait, neither backoff nor jitter added;
+//! - otherwise, and always for
+//!   [`InsufficientCapacity`](crate::rate_limit::InsufficientCapacity)
+//!   (waiting never helps), it is **returned at once**.
+//!
+//! Either way it spends no retry budget: the budget guards the upstream
+//! against retry storms, and these attempts never reached it. Counts:
+//! [`RetryHandle::rejections_waited`], [`RetryHandle::rejections_returned`].
+//! Set `max_retry_after` to the longest wait a caller should sit through:
+//! a client in front of a breaker that opens for 30 s waits up to 30 s by
+//! default; with `max_retry_after(Duration::from_secs(1))` it fails fast.
+//! Why not give up at once always: a short refusal (a rate limit's few
+//! milliseconds, the end of an open period) is exactly what a retry should
+//! absorb for the caller.
+//!
 //! # Example
 //!
 //! ```
@@ -163,6 +192,7 @@ impl<S, C, K, H> Retry<S, C, K, H> {
 impl<S, Req, C, K, H> Service<Req> for Retry<S, C, K, H>
 where
     S: Service<Req> + Clone,
+    S::Error: 'static,
     C: Classify<S::Response, S::Error>,
     K: CloneRequest<Req>,
     H: RetryAfter<S::Response, S::Error>,

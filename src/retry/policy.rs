@@ -11,7 +11,7 @@ use super::budget::Withdrawal;
 use super::handle::RetryState;
 use super::hooks::RetryAfter;
 use crate::backoff::Backoff;
-use crate::classify::{Classify, Outcome};
+use crate::classify::{Classify, LocalRejection, Outcome, local_rejection_of};
 use crate::clock::duration_to_nanos;
 
 /// Everything one layer decides with; one `Arc` of it per layer, cloned into
@@ -39,6 +39,9 @@ pub(crate) enum Verdict {
         delay: u64,
         withdrawal: Option<Withdrawal>,
     },
+    /// Wait out a local rejection's `retry_after` (`delay` nanoseconds),
+    /// then send the request again: no budget, no backoff step.
+    WaitOut { delay: u64 },
 }
 
 /// Where one request stands after an attempt.
@@ -65,11 +68,19 @@ impl<C, K, H> Policy<C, K, H> {
     /// Decides after an attempt. The checks run cheapest first, and the
     /// budget is asked last, so a retry refused for another reason never
     /// spends budget. Exactly one random draw per delay computed.
-    pub(crate) fn decide<T, E>(&self, result: &Result<T, E>, at: Progress) -> Verdict
+    pub(crate) fn decide<T, E: 'static>(&self, result: &Result<T, E>, at: Progress) -> Verdict
     where
         C: Classify<T, E>,
         H: RetryAfter<T, E>,
     {
+        // palisade's own refusals from below are handled here, before the
+        // classifier is asked: whatever it says of them, retrying at once
+        // would only be refused again.
+        if let Err(error) = result {
+            if let Some(rejection) = local_rejection_of(error) {
+                return self.decide_rejected(rejection, at);
+            }
+        }
         if self.classifier.classify(result) != Outcome::Failure {
             return Verdict::Return;
         }
@@ -158,6 +169,51 @@ impl<C, K, H> Policy<C, K, H> {
             "retrying"
         );
         Verdict::Retry { delay, withdrawal }
+    }
+
+    /// Decides after a palisade layer below refused the attempt without
+    /// calling the upstream. Retrying at once would only be refused again
+    /// (or hammer an open breaker), and the refusal says nothing about the
+    /// upstream's health, so: wait exactly its `retry_after` and send again
+    /// if that fits every limit left (attempts, `max_retry_after`,
+    /// `max_elapsed`), spending no budget; otherwise return it at once.
+    #[inline(never)]
+    fn decide_rejected(&self, rejection: LocalRejection, at: Progress) -> Verdict {
+        let state = &*self.state;
+        let returned = |why: &'static str| {
+            state.rejections_returned.fetch_add(1, Relaxed);
+            tracing::debug!(attempt = at.attempts, why, "not retrying a local rejection");
+            Verdict::Return
+        };
+        let Some(wait) = rejection.retry_after else {
+            return returned("waiting never helps");
+        };
+        if !self.may_retry_after(at.attempts) {
+            return returned("max attempts reached");
+        }
+        if !at.has_copy {
+            return returned("the request could not be cloned");
+        }
+        if wait > self.max_hint {
+            return returned("its wait is above max_retry_after");
+        }
+        if let Some(deadline) = at.deadline {
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|ends| ends > deadline)
+            {
+                return returned("its wait would end past max_elapsed");
+            }
+        }
+        state.rejections_waited.fetch_add(1, Relaxed);
+        tracing::debug!(
+            attempt = at.attempts + 1,
+            delay_ms = wait.as_secs_f64() * 1e3,
+            "retrying a local rejection after its retry_after"
+        );
+        Verdict::WaitOut {
+            delay: duration_to_nanos(wait),
+        }
     }
 
     /// Gives back a withdrawal whose retry was never sent.

@@ -6,8 +6,16 @@
 //! nor hurts: a client's own bad request, a cancellation, a rejection by a
 //! rate limiter further down).
 //!
-//! The default, [`ErrorsAsFailures`], counts `Err` as failure and `Ok` as
-//! success. That is wrong behind axum, where a handler answers
+//! **palisade's own rejections are never failures.** `CircuitOpen`,
+//! `RateLimited` and `InsufficientCapacity` are decided in this process
+//! without calling the upstream, so every built-in classifier answers
+//! [`Outcome::Ignored`] for them, found anywhere in an error's `source()`
+//! chain, and (feature `http`) for the responses palisade's error layers
+//! make of them. A classifier of your own asks the same question with
+//! [`local_rejection`] or [`local_rejection_of`]; see [`LocalRejection`].
+//!
+//! The default, [`ErrorsAsFailures`], counts `Err` as failure (palisade's
+//! rejections aside) and `Ok` as success. That is wrong behind axum, where a handler answers
 //! `Ok(response)` whose status is 500: use [`FailureWhenOk`] (any response
 //! type) or, with feature `http`, `ServerErrorsAsFailures` so that a 5xx
 //! response counts as a failure.
@@ -33,6 +41,13 @@
 //! assert_eq!(by_error.classify(&Err("not found")), Outcome::Ignored);
 //! assert_eq!(ErrorsAsFailures.classify(&Err::<(), _>("boom")), Outcome::Failure);
 //! ```
+
+mod local;
+
+pub(crate) use local::is_local;
+#[cfg(feature = "http")]
+pub(crate) use local::is_local_response;
+pub use local::{LocalRejection, local_rejection, local_rejection_of};
 
 /// How a layer should count one call's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,22 +81,35 @@ where
     }
 }
 
-/// The default classifier: `Ok` is a success, `Err` a failure.
+/// The default classifier: `Ok` is a success, `Err` a failure, except
+/// palisade's own rejections ([`local_rejection_of`]), which are ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ErrorsAsFailures;
 
-impl<T, E> Classify<T, E> for ErrorsAsFailures {
+impl<T, E: 'static> Classify<T, E> for ErrorsAsFailures {
     #[inline]
     fn classify(&self, result: &Result<T, E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure,
+            Err(e) => error_outcome(e),
         }
     }
 }
 
-/// `Err` is a failure, and so is an `Ok` response the predicate picks out:
-/// the way to make a breaker trip behind a server that answers `Ok(500)`.
+/// An `Err`'s outcome for the built-in classifiers: a failure, unless it is
+/// a palisade rejection. Out of line: only the error path pays for it.
+#[inline(never)]
+pub(crate) fn error_outcome<E: 'static>(error: &E) -> Outcome {
+    if is_local(error) {
+        Outcome::Ignored
+    } else {
+        Outcome::Failure
+    }
+}
+
+/// `Err` is a failure (palisade's own rejections aside), and so is an `Ok`
+/// response the predicate picks out: the way to make a breaker trip behind
+/// a server that answers `Ok(500)`.
 #[derive(Debug, Clone, Copy)]
 pub struct FailureWhenOk<F> {
     predicate: F,
@@ -94,7 +122,7 @@ impl<F> FailureWhenOk<F> {
     }
 }
 
-impl<F, T, E> Classify<T, E> for FailureWhenOk<F>
+impl<F, T, E: 'static> Classify<T, E> for FailureWhenOk<F>
 where
     F: Fn(&T) -> bool,
 {
@@ -103,13 +131,15 @@ where
         match result {
             Ok(response) if (self.predicate)(response) => Outcome::Failure,
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure,
+            Err(e) => error_outcome(e),
         }
     }
 }
 
 /// Counts `5xx` responses and errors as failures (feature `http`), like
-/// `tower_http::classify::ServerErrorsAsFailures`.
+/// `tower_http::classify::ServerErrorsAsFailures`; palisade's own
+/// rejections, as errors or as the responses its error layers make of them
+/// (a `503` from an open breaker further down), are ignored.
 ///
 /// ```
 /// # use palisade::classify::{Classify, Outcome, ServerErrorsAsFailures};
@@ -121,13 +151,15 @@ where
 pub struct ServerErrorsAsFailures;
 
 #[cfg(feature = "http")]
-impl<B, E> Classify<http::Response<B>, E> for ServerErrorsAsFailures {
+impl<B, E: 'static> Classify<http::Response<B>, E> for ServerErrorsAsFailures {
     #[inline]
     fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
         match result {
+            // An empty `Extensions` answers at once: cheap on every response.
+            Ok(response) if is_local_response(response) => Outcome::Ignored,
             Ok(response) if response.status().is_server_error() => Outcome::Failure,
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure,
+            Err(e) => error_outcome(e),
         }
     }
 }
