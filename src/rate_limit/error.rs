@@ -150,4 +150,8 @@ pub enum ConfigError {
     /// `retry_after`) cannot be honoured.
     #[error("fallback settings must be positive")]
     ZeroFallback,
+    /// The store's circuit breaker settings do not build (see the
+    /// breaker's own `ConfigError`).
+    #[error("invalid circuit breaker settings for the store")]
+    InvalidBreaker,
 }

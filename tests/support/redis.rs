@@ -108,8 +108,14 @@ impl RedisServer {
             extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
+        // A fresh directory: no cluster state from an earlier run.
+        let _ = std::fs::remove_dir_all(s.dir());
         s.restart();
         s
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("palisade-redis-{}", self.port))
     }
 
     pub fn url(&self) -> String {
@@ -119,7 +125,7 @@ impl RedisServer {
     /// Starts it again on the same port (after [`stop`](Self::stop)).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let dir = std::env::temp_dir().join(format!("palisade-redis-{}", self.port));
+        let dir = self.dir();
         let _ = std::fs::create_dir_all(&dir);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -151,5 +157,106 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Three redis-servers in cluster mode (no replicas), slots spread by
+/// `redis-cli --cluster create`; stopped when dropped.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli: {e}: {INSTALL}"));
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in &nodes {
+            while !cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "cluster never became ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The index in `nodes` of the node serving `slot`.
+    pub fn owner(&self, slot: u16) -> usize {
+        let table = cli(self.nodes[0].port, &["CLUSTER", "NODES"]);
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(port) = fields
+                .get(1)
+                .and_then(|a| a.split('@').next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            for range in fields.iter().skip(8) {
+                let mut ends = range.split('-').filter_map(|e| e.parse::<u16>().ok());
+                let Some(lo) = ends.next() else { continue };
+                let hi = ends.next().unwrap_or(lo);
+                if (lo..=hi).contains(&slot) {
+                    return self
+                        .nodes
+                        .iter()
+                        .position(|n| n.port == port)
+                        .expect("a node of ours");
+                }
+            }
+        }
+        panic!("no node serves slot {slot}")
+    }
+
+    /// The slot of `key`, as the cluster computes it.
+    pub fn slot(&self, key: &[u8]) -> u16 {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.nodes[0].port.to_string())
+            .arg("-x")
+            .args(["CLUSTER", "KEYSLOT"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().expect("stdin").write_all(key)?;
+                c.wait_with_output()
+            })
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a slot")
     }
 }

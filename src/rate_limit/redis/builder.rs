@@ -14,6 +14,7 @@ use super::script::{MAX_CAPACITY_US, MAX_WINDOW_PRODUCT, Params};
 use super::shared::{Policy, Shared};
 use super::store::RedisStore;
 use crate::CircuitBreakerLayer;
+use crate::circuit_breaker::CircuitBreakerBuilder;
 
 /// A decision's default timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -83,7 +84,7 @@ pub struct RedisBuilder<K, C> {
     prefix: Vec<u8>,
     timeout: Duration,
     fallback: Fallback,
-    breaker: Option<CircuitBreakerLayer>,
+    breaker: Option<CircuitBreakerBuilder>,
     local_denials: usize,
 }
 
@@ -141,8 +142,10 @@ impl<K, C> RedisBuilder<K, C> {
     /// The circuit breaker around Redis: while it is open, decisions go to
     /// the fallback at once instead of waiting for a timeout each, and its
     /// probes find Redis again when it returns. Default: open after 3
-    /// consecutive failures, for 500 ms, then one probe.
-    pub fn breaker(mut self, breaker: CircuitBreakerLayer) -> Self {
+    /// consecutive failures, for 500 ms, then one probe. Through a cluster
+    /// connection, each hash slot gets a breaker of its own, built from
+    /// these settings.
+    pub fn breaker(mut self, breaker: CircuitBreakerBuilder) -> Self {
         self.breaker = Some(breaker);
         self
     }
@@ -185,15 +188,16 @@ impl<K, C> RedisBuilder<K, C> {
                 Policy::Local(Box::new(Limiter::new(share, max_keys)))
             }
         };
-        let breaker = match self.breaker {
-            Some(b) => b,
-            None => CircuitBreakerLayer::consecutive_failures(3)
+        let builder = self.breaker.unwrap_or_else(|| {
+            CircuitBreakerLayer::consecutive_failures(3)
                 .open_for(Duration::from_millis(500))
                 .half_open_probes(1)
                 .name("rate limit store")
-                .build()
-                .map_err(|_| ConfigError::Overflow)?,
-        };
+        });
+        let breaker = builder
+            .clone()
+            .build()
+            .map_err(|_| ConfigError::InvalidBreaker)?;
         let shared = Shared::new(
             layer.limiter.clone(),
             self.store,
@@ -201,6 +205,7 @@ impl<K, C> RedisBuilder<K, C> {
             capacity,
             self.prefix,
             self.timeout,
+            builder,
             &breaker,
             policy,
             self.local_denials,

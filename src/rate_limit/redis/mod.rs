@@ -121,7 +121,6 @@ use tower::Layer;
 use super::handle::RateLimitHandle;
 use super::layer::RateLimitLayer;
 use crate::BoxError;
-use crate::circuit_breaker::CircuitBreakerHandle;
 use shared::Shared;
 
 /// Where a shared [`RateLimitLayer`] keeps its limit: Redis. Made by
@@ -153,12 +152,6 @@ impl<K, C> RateLimitLayer<K, C, Redis> {
     /// [`local_denials`](RateLimitHandle::local_denials)).
     pub fn handle(&self) -> RateLimitHandle {
         self.backend.shared.handle()
-    }
-
-    /// The circuit breaker around the store: its state says whether
-    /// decisions currently go to Redis.
-    pub fn store_breaker(&self) -> CircuitBreakerHandle {
-        self.backend.shared.breaker_handle.clone()
     }
 
     /// The script's decision for `key` as if the server's clock read

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use super::denials::{Check, Denials};
 use super::script::{Params, Verdict};
 use super::stats::StoreStats;
 use super::store::RedisStore;
-use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder};
 use crate::{BoxError, CircuitBreakerLayer};
 
 /// The fallback, as built.
@@ -95,17 +95,66 @@ impl Service<StoreCall> for StoreService {
     }
 }
 
+/// The circuit breakers around the store: one for a single server; one per
+/// hash slot (created on first use) for a cluster, so a node that fails
+/// sends only its own slots to the fallback.
+enum Breakers {
+    One(CircuitBreaker<StoreService>),
+    PerSlot {
+        slots: Box<[OnceLock<CircuitBreaker<StoreService>>]>,
+        /// Builds each slot's breaker with a state of its own (a layer's
+        /// services would share one). Checked once in `build()`.
+        builder: CircuitBreakerBuilder,
+        service: StoreService,
+    },
+}
+
+/// Redis Cluster's slot count.
+const SLOTS: usize = 16_384;
+
+/// The hash slot of a key: CRC16 (XMODEM) of the key, or of its hash tag
+/// (what lies between the first `{` and the next `}`, if not empty).
+pub(crate) fn slot(key: &[u8]) -> usize {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    usize::from(crc16::State::<crc16::XMODEM>::calculate(
+        tagged.unwrap_or(key),
+    )) % SLOTS
+}
+
+impl Breakers {
+    fn for_key(&self, key: &[u8]) -> CircuitBreaker<StoreService> {
+        match self {
+            Self::One(b) => b.clone(),
+            Self::PerSlot {
+                slots,
+                builder,
+                service,
+            } => slots[slot(key)]
+                .get_or_init(|| {
+                    // The same settings built once in `build()`: building
+                    // again cannot fail.
+                    let layer = builder.clone().build().expect("checked in build()");
+                    layer.layer(service.clone())
+                })
+                .clone(),
+        }
+    }
+}
+
 /// Everything a shared limiter's services share.
 pub(crate) struct Shared {
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) prefix: Vec<u8>,
     pub(crate) stats: Arc<StoreStats>,
-    pub(crate) breaker_handle: CircuitBreakerHandle,
     store: RedisStore,
     params: Params,
     capacity: u64,
     timeout: Duration,
-    breaker: CircuitBreaker<StoreService>,
+    breakers: Breakers,
     policy: Policy,
     denials: Option<Denials>,
 }
@@ -130,6 +179,7 @@ impl Shared {
         capacity: u64,
         prefix: Vec<u8>,
         timeout: Duration,
+        builder: CircuitBreakerBuilder,
         breaker: &CircuitBreakerLayer,
         policy: Policy,
         local_denials: usize,
@@ -141,9 +191,17 @@ impl Shared {
             timeout,
             stats: stats.clone(),
         };
+        let breakers = if store.is_cluster() {
+            Breakers::PerSlot {
+                slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+                builder,
+                service,
+            }
+        } else {
+            Breakers::One(breaker.layer(service))
+        };
         Self {
-            breaker_handle: breaker.handle(),
-            breaker: breaker.layer(service),
+            breakers,
             limiter,
             prefix,
             stats,
@@ -211,7 +269,7 @@ impl Shared {
             Policy::Local(l) if l.is_keyed() => l.hash_key(&key),
             _ => 0,
         };
-        let mut breaker = self.breaker.clone();
+        let mut breaker = self.breakers.for_key(&key);
         let call = StoreCall {
             key,
             cost,

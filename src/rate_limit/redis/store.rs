@@ -109,6 +109,12 @@ impl RedisStore {
         })
     }
 
+    /// Whether this is a Redis Cluster connection (failures are then
+    /// tracked per hash slot).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
     /// A bare `PING` on this store's connection (for benchmarks and health
     /// checks).
     pub async fn ping(&self) -> RedisResult<()> {
