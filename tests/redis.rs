@@ -429,6 +429,9 @@ async fn fleet_shares_one_limit() {
             .keyed(|_: &u64| "one key")
             .redis(store, p.clone())
             .fallback(Fallback::fail_closed())
+            // Generous: a loaded CI machine must not turn a slow answer
+            // into a fallback here (timeouts are tested in redis_faults).
+            .timeout(Duration::from_secs(1))
             .build()
             .unwrap();
         let mock = Mock::<u64>::new();
@@ -476,6 +479,115 @@ async fn fleet_shares_one_limit() {
         "admitted {admitted} < 98% of {allowed} over {d} µs"
     );
     eprintln!("fleet: admitted {admitted} of {allowed} allowed over {d} µs");
+}
+
+/// Cached mode: four instances leasing shares of 10 from one bucket. The
+/// fleet may exceed the exact bound by at most instances * share, and
+/// makes far fewer Redis calls per decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_fleet_overshoot_within_bound() {
+    const RATE: u64 = 200;
+    const BURST: u64 = 20;
+    const SHARE: u64 = 10;
+    const INSTANCES: u64 = 4;
+    let p = prefix("cached");
+    let mut conn = redis_conn().await;
+    let mut instances = Vec::new();
+    for _ in 0..INSTANCES {
+        let store = store();
+        store.ping().await.unwrap();
+        let layer = RateLimitLayer::token_bucket(RATE, Duration::from_secs(1))
+            .burst(BURST)
+            .redis(store, p.clone())
+            .cached(SHARE, Duration::from_millis(200))
+            .fallback(Fallback::fail_closed())
+            // Generous: a loaded CI machine must not turn a slow answer
+            // into a fallback here (timeouts are tested in redis_faults).
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        instances.push((layer.handle(), layer.layer(Mock::<u64>::new())));
+    }
+    let admitted = Arc::new(AtomicU64::new(0));
+    let decisions = Arc::new(AtomicU64::new(0));
+    let start = server_time_us(&mut conn).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2_500);
+    let mut tasks = Vec::new();
+    for (_, svc) in &instances {
+        for _ in 0..4 {
+            let svc = svc.clone();
+            let (admitted, decisions) = (admitted.clone(), decisions.clone());
+            tasks.push(tokio::spawn(async move {
+                while tokio::time::Instant::now() < deadline {
+                    if svc.clone().oneshot(1).await.is_ok() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    decisions.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let d = server_time_us(&mut conn).await - start;
+    let exact = BURST + d / (1_000_000 / RATE);
+    let bound = exact + INSTANCES * SHARE;
+    let admitted = admitted.load(Ordering::Relaxed);
+    let decisions = decisions.load(Ordering::Relaxed);
+    let calls: u64 = instances.iter().map(|(h, _)| h.store_calls()).sum();
+    eprintln!(
+        "cached: admitted {admitted} (exact bound {exact}, cached bound {bound}) over {d} µs; \
+         {calls} Redis calls for {decisions} decisions ({:.4} per decision, {:.3} per admission)",
+        calls as f64 / decisions as f64,
+        calls as f64 / admitted as f64
+    );
+    assert!(admitted <= bound, "admitted {admitted} > {bound}");
+    assert!(admitted * 10 >= exact * 9, "admitted {admitted} of {exact}");
+    // Saturated, each share that frees up costs one lease for the winner
+    // and one refusal per other instance (then cached until the next
+    // share): about (instances + 1) / share calls per admission, against
+    // one or more per admission in exact mode.
+    let expected = admitted * (INSTANCES + 1) / SHARE;
+    assert!(
+        calls <= expected * 5 / 4 + 20,
+        "{calls} calls for {admitted} admissions"
+    );
+    for (h, _) in &instances {
+        assert_eq!(h.fallbacks(), 0);
+    }
+}
+
+#[tokio::test]
+async fn cached_mode_settings() {
+    let b = || RateLimitLayer::token_bucket(10, Duration::from_secs(1)).burst(5);
+    for (share, ttl) in [(0, 100), (6, 100), (5, 0)] {
+        let e = b()
+            .redis(store(), prefix("cached-settings"))
+            .cached(share, Duration::from_millis(ttl))
+            .build()
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e, ConfigError::InvalidShare);
+    }
+    // A cost above the share is decided exactly; within it, from the lease.
+    let layer = by_cost(b())
+        .redis(store(), prefix("cached-cost"))
+        .cached(2, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Mock::<u64>::new());
+    svc.ready().await.unwrap().call(1).await.unwrap(); // leases 2, spends 1
+    svc.ready().await.unwrap().call(1).await.unwrap(); // from the lease
+    assert_eq!(handle.store_calls(), 1);
+    svc.ready().await.unwrap().call(3).await.unwrap(); // exact: 3 > share
+    assert_eq!(handle.store_calls(), 2);
+    assert!(matches!(
+        answer(svc.ready().await.unwrap().call(1).await),
+        Answer::Limited { .. }
+    ));
 }
 
 /// A flood at a limited key: with local denials, at most one Redis call

@@ -154,4 +154,8 @@ pub enum ConfigError {
     /// breaker's own `ConfigError`).
     #[error("invalid circuit breaker settings for the store")]
     InvalidBreaker,
+    /// A cached mode's share must be between 1 and the limit's capacity
+    /// (burst or window limit), and its lease time positive.
+    #[error("cached share must be 1..=capacity with a positive lease time")]
+    InvalidShare,
 }

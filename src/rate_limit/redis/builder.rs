@@ -10,11 +10,13 @@ use super::super::layer::{DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitLayer};
 use super::super::limiter::{Algorithm, Limiter, State};
 use super::super::sliding_window::SlidingWindow;
 use super::Redis;
+use super::leases::Leases;
 use super::script::{MAX_CAPACITY_US, MAX_WINDOW_PRODUCT, Params};
 use super::shared::{Policy, Shared};
 use super::store::RedisStore;
 use crate::CircuitBreakerLayer;
 use crate::circuit_breaker::CircuitBreakerBuilder;
+use crate::clock::duration_to_nanos;
 
 /// A decision's default timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -86,6 +88,7 @@ pub struct RedisBuilder<K, C> {
     fallback: Fallback,
     breaker: Option<CircuitBreakerBuilder>,
     local_denials: usize,
+    cached: Option<(u64, Duration)>,
 }
 
 impl<K, C> fmt::Debug for RedisBuilder<K, C> {
@@ -97,6 +100,7 @@ impl<K, C> fmt::Debug for RedisBuilder<K, C> {
             .field("timeout", &self.timeout)
             .field("fallback", &self.fallback)
             .field("local_denials", &self.local_denials)
+            .field("cached", &self.cached)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +123,7 @@ impl<K, C> RateLimitBuilder<K, C> {
             fallback: Fallback::default(),
             breaker: None,
             local_denials: DEFAULT_LOCAL_DENIALS,
+            cached: None,
         }
     }
 }
@@ -155,6 +160,20 @@ impl<K, C> RedisBuilder<K, C> {
     /// [`DEFAULT_LOCAL_DENIALS`]); 0 turns local denials off.
     pub fn local_denials(mut self, max: usize) -> Self {
         self.local_denials = max;
+        self
+    }
+
+    /// Cached mode, for very hot keys: each instance leases `share` units
+    /// of a key's limit from Redis in one call and admits from them
+    /// in process, for at most `ttl` after the lease. One Redis call per
+    /// `share` admissions instead of one per admission, at a stated price:
+    /// a fleet of `N` instances may admit up to **`N * share`** more than
+    /// the exact guarantee in any interval, and may lose up to `N * share`
+    /// units per `ttl` (leases that expire unspent). Requests costing more
+    /// than `share` are decided exactly. See
+    /// [the module docs](crate::rate_limit::redis#cached-mode).
+    pub fn cached(mut self, share: u64, ttl: Duration) -> Self {
+        self.cached = Some((share, ttl));
         self
     }
 
@@ -198,6 +217,21 @@ impl<K, C> RedisBuilder<K, C> {
             .clone()
             .build()
             .map_err(|_| ConfigError::InvalidBreaker)?;
+        let leases = match self.cached {
+            None => None,
+            Some((share, ttl)) if share == 0 || share > capacity || ttl.is_zero() => {
+                return Err(ConfigError::InvalidShare);
+            }
+            Some((share, ttl)) => Some(Leases::new(
+                share,
+                duration_to_nanos(ttl),
+                if keyed {
+                    max_keys.unwrap_or(DEFAULT_MAX_KEYS)
+                } else {
+                    1
+                },
+            )),
+        };
         let shared = Shared::new(
             layer.limiter.clone(),
             self.store,
@@ -209,6 +243,7 @@ impl<K, C> RedisBuilder<K, C> {
             &breaker,
             policy,
             self.local_denials,
+            leases,
         );
         Ok(RateLimitLayer {
             limiter: layer.limiter,

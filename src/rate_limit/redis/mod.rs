@@ -89,6 +89,24 @@
 //! per refusal period per instance.
 //! Local refusals report `remaining: 0` and a `retry_after` for cost 1.
 //!
+//! # Cached mode
+//!
+//! For very hot keys, [`RedisBuilder::cached(share, ttl)`](RedisBuilder::cached)
+//! trades exactness for calls: an instance leases `share` units of a key's
+//! limit in one call (one decision of cost `share`, taken from the shared
+//! state as that many requests would be) and admits from them in process
+//! for at most `ttl`. A key with fewer than `share` units free is refused
+//! (with the time until a share is) until a whole share is.
+//! One lease at a time per key and instance; other requests wait for it.
+//!
+//! **Bound.** Units are taken when leased and spent later, so in any
+//! interval the fleet admits at most the exact guarantee plus the units
+//! held at its start: **`instances * share`** at most. Unspent units are
+//! dropped when their lease expires: at most `instances * share` lost per
+//! `ttl` per key. Under steady demand an instance makes one Redis call per
+//! `share` admissions. Requests costing more than `share` are decided
+//! exactly; a failed lease goes to the fallback like any decision.
+//!
 //! # Connections
 //!
 //! [`RedisStore`] wraps a multiplexed connection (a `ConnectionManager`, a
@@ -99,6 +117,7 @@
 mod builder;
 mod denials;
 mod key;
+mod leases;
 mod script;
 mod service;
 mod shared;

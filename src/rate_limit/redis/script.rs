@@ -18,9 +18,12 @@
 //! significant digits and would round a time to 10 µs).
 //!
 //! **Expiry.** Every write sets `PX` to the time at which the key's state
-//! equals a new key's (the in-memory limiter's `idle_at`), so idle keys
-//! vanish and an expired key behaves exactly like a new one. A refusal
-//! writes nothing.
+//! equals a new key's (the in-memory limiter's `idle_at`), and at least one
+//! second, so idle keys vanish and an expired key behaves exactly like a
+//! new one (a key kept past its idle time does too). The floor keeps a
+//! key whose idle time is microseconds away from vanishing between two
+//! calls of a schedule replayed at chosen instants (the tests' `now`
+//! override). A refusal writes nothing.
 //!
 //! **Answer.** `{admitted, retry_after_us, remaining, free_after_us}`:
 //! `remaining` is the capacity left (after the admission, if admitted);
@@ -51,7 +54,7 @@ local base = math.max(tat, now)
 local new_tat = base + cost * T
 local at = math.max(new_tat - B, now)
 if at <= now then
-  local ttl = math.max(1, math.ceil((new_tat - now) / 1000))
+  local ttl = math.max(1000, math.ceil((new_tat - now) / 1000))
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl))
   local rem = math.max(0, math.floor((now + B - new_tat) / T))
   return {1, 0, rem, math.max(new_tat + T - B, now) - now}
@@ -107,7 +110,7 @@ local function earliest(c)
 end
 if prev * (W - e) + (cur + cost) * W <= limit * W then
   cur = cur + cost
-  local ttl = math.max(1, math.ceil(((idx + 2) * W - now) / 1000))
+  local ttl = math.max(1000, math.ceil(((idx + 2) * W - now) / 1000))
   redis.call('SET', KEYS[1], string.format('%.0f %.0f %.0f', idx, prev, cur),
     'PX', string.format('%.0f', ttl))
   local rem = math.floor(math.max(0, limit * W - prev * (W - e) - cur * W) / W)

@@ -14,6 +14,7 @@ use super::super::error::{InsufficientCapacity, RateLimited};
 use super::super::future::Refusal;
 use super::super::limiter::{Limiter, Outcome};
 use super::denials::{Check, Denials};
+use super::leases::{Leases, Take};
 use super::script::{Params, Verdict};
 use super::stats::StoreStats;
 use super::store::RedisStore;
@@ -157,6 +158,7 @@ pub(crate) struct Shared {
     breakers: Breakers,
     policy: Policy,
     denials: Option<Denials>,
+    leases: Option<Leases>,
 }
 
 impl fmt::Debug for Shared {
@@ -166,6 +168,7 @@ impl fmt::Debug for Shared {
             .field("params", &self.params)
             .field("policy", &self.policy.name())
             .field("local_denials", &self.denials.is_some())
+            .field("cached_share", &self.leases.as_ref().map(|l| l.share))
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +186,7 @@ impl Shared {
         breaker: &CircuitBreakerLayer,
         policy: Policy,
         local_denials: usize,
+        leases: Option<Leases>,
     ) -> Self {
         let stats = Arc::new(StoreStats::new(limiter.clock));
         let service = StoreService {
@@ -211,6 +215,7 @@ impl Shared {
             timeout,
             policy,
             denials: (local_denials > 0).then(|| Denials::new(local_denials)),
+            leases,
         }
     }
 
@@ -240,6 +245,34 @@ impl Shared {
                 capacity: self.capacity,
             }));
         }
+        if let Some(leases) = self.leases.as_ref().filter(|l| cost <= l.share) {
+            let hash = leases.hash(&key);
+            loop {
+                match leases.take(hash, cost, self.limiter.clock.now()) {
+                    Take::Taken => return Ok(()),
+                    Take::Exact => break,
+                    Take::Wait(mut rx) => {
+                        // The fetch ends within its own timeout; this bound
+                        // only guards against the unforeseen.
+                        let _ = tokio::time::timeout(self.timeout, rx.changed()).await;
+                    }
+                    Take::Fetch(fetch) => {
+                        // A lease is a decision of cost `share`: all or
+                        // nothing, so that one call buys `share` admissions.
+                        let granted = self.ask(key, leases.share, Some(cost)).await?;
+                        fetch.deposit(granted, cost, self.limiter.clock.now());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.ask(key, cost, None).await.map(|_| ())
+    }
+
+    /// Asks Redis (unless a local denial answers) for `cost` units: one
+    /// request's, or a lease for a request of cost `leasing`. The units
+    /// granted: `cost`, or the request's alone when a fallback admitted it.
+    async fn ask(&self, key: Vec<u8>, cost: u64, leasing: Option<u64>) -> Result<u64, Refusal> {
         let mut now = self.limiter.clock.now();
         let denied = self.denials.as_ref().map(|d| (d, d.hash(&key)));
         // Held until the answer is cached: other requests for this key wait
@@ -296,17 +329,26 @@ impl Shared {
         match answer {
             Ok(Verdict::Admit { free_after }) => {
                 cache(free_after);
-                Ok(())
+                Ok(cost)
             }
             Ok(Verdict::Deny {
                 retry_after,
                 remaining,
                 free_after,
             }) => {
-                cache(free_after);
+                // A lease needs `cost` units free, not one.
+                cache(if leasing.is_some() {
+                    retry_after
+                } else {
+                    free_after
+                });
                 Err(self.limited(Duration::from_micros(retry_after), remaining))
             }
-            Err(e) => self.fall_back(insurance_key, cost, &*e),
+            Err(e) => {
+                let request = leasing.unwrap_or(cost);
+                self.fall_back(insurance_key, request, &*e)
+                    .map(|()| request)
+            }
         }
     }
 
