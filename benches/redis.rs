@@ -9,8 +9,11 @@
 //! (criterion reports means and medians only) and printed first; criterion
 //! then measures the single-caller latency of both the usual way.
 //!
+//! Cached mode (leases of 1,000 units) is measured beside them.
+//!
 //! Targets (issue 14): decision p50 within 1.5x of PING's; 16 callers at
-//! least 8x the single caller's decisions per second.
+//! least 8x the single caller's decisions per second; cached mode at least
+//! 10x the exact mode's decisions per second.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -110,6 +113,22 @@ fn table(_: &mut Criterion) {
                 svc.oneshot(1).await.expect("admitted");
             }
         };
+        // Cached mode: leases of 1,000 units, so almost every decision is
+        // answered in process.
+        let cached = RateLimitLayer::token_bucket(1_000_000, Duration::from_secs(1))
+            .burst(1_000_000_000)
+            .redis(store.clone(), format!("{}cached:", prefix()))
+            .cached(1_000, Duration::from_secs(1))
+            .build()
+            .expect("cached layer");
+        let cached_handle = cached.handle();
+        let cached_svc = cached.layer(Bare);
+        let decide_cached = move || {
+            let svc = cached_svc.clone();
+            async move {
+                svc.oneshot(1).await.expect("admitted");
+            }
+        };
         let ping_store = store.clone();
         let ping = move || {
             let s = ping_store.clone();
@@ -118,33 +137,44 @@ fn table(_: &mut Criterion) {
         // Warm up both (connection, script load).
         run(1, 2_000, ping.clone()).await;
         run(1, 2_000, decide.clone()).await;
+        run(1, 2_000, decide_cached.clone()).await;
         println!("\nredis decision vs PING on one connection (same run)");
-        println!("{:<24}{:>10}{:>10}{:>14}", "", "p50", "p99", "ops/s");
-        let mut single = 0.0;
+        println!("{:<32}{:>10}{:>10}{:>14}", "", "p50", "p99", "ops/s");
+        let mut rates = std::collections::HashMap::new();
         for callers in [1usize, 16] {
             let n = 20_000 / callers;
             for (name, lat_wall) in [
                 ("PING", run(callers, n, ping.clone()).await),
                 ("decision", run(callers, n, decide.clone()).await),
+                (
+                    "cached decision",
+                    run(callers, 5 * n, decide_cached.clone()).await,
+                ),
             ] {
                 let (lat, wall) = lat_wall;
                 let rate = lat.len() as f64 / wall.as_secs_f64();
-                if callers == 1 && name == "decision" {
-                    single = rate;
-                }
+                rates.insert((name, callers), rate);
                 println!(
-                    "{:<24}{:>10.1?}{:>10.1?}{:>14.0}",
+                    "{:<32}{:>10.1?}{:>10.1?}{:>14.0}",
                     format!("{name}, {callers} caller(s)"),
                     pct(&lat, 0.50),
                     pct(&lat, 0.99),
                     rate
                 );
-                if callers == 16 && name == "decision" {
-                    println!("16 callers / 1 caller: {:.1}x", rate / single);
-                }
             }
         }
+        println!(
+            "decision, 16 callers / 1 caller: {:.1}x; cached / exact, 16 callers: {:.1}x",
+            rates[&("decision", 16)] / rates[&("decision", 1)],
+            rates[&("cached decision", 16)] / rates[&("decision", 16)],
+        );
+        println!(
+            "cached: {} Redis calls for {} decisions",
+            cached_handle.store_calls(),
+            cached_handle.admitted()
+        );
         assert_eq!(handle.fallbacks(), 0, "every decision came from Redis");
+        assert_eq!(cached_handle.fallbacks(), 0);
     });
 }
 

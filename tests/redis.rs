@@ -559,6 +559,52 @@ async fn cached_fleet_overshoot_within_bound() {
     }
 }
 
+/// The overshoot the cached mode allows, made to happen: shares leased,
+/// the bucket refilled, then a flood spends both. Above the exact bound,
+/// within exact + instances * share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_overshoot_happens_and_stays_bounded() {
+    const SHARE: u64 = 10;
+    let p = prefix("overshoot");
+    let mut conn = redis_conn().await;
+    let mut svcs = Vec::new();
+    for _ in 0..4 {
+        // 10 per second (T = 100 ms), burst 20.
+        let layer = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
+            .burst(20)
+            .redis(store(), p.clone())
+            .cached(SHARE, Duration::from_secs(30))
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        svcs.push(layer.layer(Mock::<u64>::new()));
+    }
+    // Two instances lease a share each (the bucket holds two), spend one.
+    let mut first = 0;
+    for svc in &svcs {
+        first += u64::from(svc.clone().oneshot(1).await.is_ok());
+    }
+    assert_eq!(first, 2);
+    // The bucket refills (2 s for 20 units); the leases are still held.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let start = server_time_us(&mut conn).await;
+    let mut admitted = 0;
+    for _ in 0..10 {
+        for svc in &svcs {
+            admitted += u64::from(svc.clone().oneshot(1).await.is_ok());
+        }
+    }
+    let d = server_time_us(&mut conn).await - start;
+    let exact = 20 + d / 100_000;
+    let bound = exact + 4 * SHARE;
+    eprintln!("overshoot: admitted {admitted}, exact bound {exact}, cached bound {bound}");
+    assert!(
+        admitted > exact,
+        "the leases held at the start are spent too"
+    );
+    assert!(admitted <= bound);
+}
+
 #[tokio::test]
 async fn cached_mode_settings() {
     let b = || RateLimitLayer::token_bucket(10, Duration::from_secs(1)).burst(5);
