@@ -17,7 +17,7 @@ use support::redis::{Cluster, cli, prefix};
 use tower::{Layer, ServiceExt};
 
 const KEYS: u64 = 24;
-const RATE: u64 = 50;
+const RATE: u64 = 25;
 const BURST: u64 = 5;
 const CLOSED: Duration = Duration::from_millis(777);
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -112,8 +112,13 @@ async fn cluster_fleet_then_one_node_down() {
         "cluster fleet: admitted {total} of {} allowed over {d} µs",
         allowed * KEYS
     );
+    // Near the full limit. Each local refusal ends one answer's travel
+    // time after Redis's, so every refusal period of every key can lose
+    // up to a round trip (and a loaded machine's scheduling delay): allow
+    // 3 % with T = 40 ms (tests/redis.rs holds the single-server fleet to
+    // 2 %).
     assert!(
-        total * 100 >= allowed * KEYS * 98,
+        total * 100 >= allowed * KEYS * 97,
         "full limit: {total} of {}",
         allowed * KEYS
     );

@@ -68,6 +68,28 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A free port whose cluster bus port (port + 10000) is valid and free.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1_000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = l.local_addr().expect("local addr").port();
+        if port > 55_000 {
+            // Beyond the range whose bus port fits: ask for a low one.
+            let low = 20_000 + (port % 30_000);
+            if TcpListener::bind(("127.0.0.1", low)).is_ok()
+                && TcpListener::bind(("127.0.0.1", low + 10_000)).is_ok()
+            {
+                return low;
+            }
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node")
+}
+
 /// Runs `redis-cli -p port args..` and returns its output.
 pub fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
@@ -103,8 +125,13 @@ impl RedisServer {
 
     /// Starts a server with extra arguments (e.g. cluster mode).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a server on `port` with extra arguments.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let mut s = Self {
-            port: free_port(),
+            port,
             extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
@@ -170,14 +197,17 @@ impl Cluster {
     pub fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                ])
+                RedisServer::start_on(
+                    free_cluster_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                    ],
+                )
             })
             .collect();
         let addrs: Vec<String> = nodes
