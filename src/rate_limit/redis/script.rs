@@ -196,3 +196,28 @@ impl Params {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn replies() {
+        assert_eq!(
+            Verdict::from_reply(&[1, 0, 3, 0]),
+            Some(Verdict::Admit { free_after: 0 })
+        );
+        assert_eq!(
+            Verdict::from_reply(&[0, 0, 0, 5]),
+            Some(Verdict::Deny {
+                retry_after: 1,
+                remaining: 0,
+                free_after: 5
+            })
+        );
+        // Anything else is an error, never a panic.
+        for bad in [&[][..], &[1, 0, 0], &[2, 0, 0, 0], &[0, -1, 0, 0], &[1, 0, 0, -5]] {
+            assert_eq!(Verdict::from_reply(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -414,3 +414,25 @@ impl fmt::Debug for StoreService {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::slot;
+
+    /// Redis Cluster's own examples (cluster spec, "Key distribution model").
+    #[test]
+    fn slots_as_redis_computes_them() {
+        assert_eq!(slot(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        // Empty braces are no tag: the whole key is hashed.
+        assert_eq!(slot(b"foo{}{bar}"), usize::from(crc(b"foo{}{bar}")));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        assert_eq!(slot(b""), 0);
+    }
+
+    fn crc(key: &[u8]) -> u16 {
+        crc16::State::<crc16::XMODEM>::calculate(key) % 16_384
+    }
+}
