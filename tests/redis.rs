@@ -463,7 +463,11 @@ async fn fleet_shares_one_limit() {
     let allowed = BURST + d / (1_000_000 / RATE);
     let mut mock_calls = 0;
     for (handle, mock, _) in &instances {
-        assert_eq!(handle.fallbacks(), 0);
+        assert_eq!(
+            (handle.fallbacks(), handle.store_errors()),
+            (0, 0),
+            "fallbacks, store errors"
+        );
         mock_calls += mock.calls();
     }
     assert_eq!(

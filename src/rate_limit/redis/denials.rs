@@ -66,6 +66,8 @@ pub(crate) enum Check<'a> {
 pub(crate) struct Probe<'a> {
     denials: &'a Denials,
     key: u64,
+    /// The refusal that had ended when this probe started.
+    ended: Nanos,
     mine: watch::Receiver<()>,
     _tx: watch::Sender<()>,
 }
@@ -75,7 +77,15 @@ impl Drop for Probe<'_> {
         let mut map = self.denials.lock();
         if let Some(e) = map.get_mut(&self.key) {
             if e.probe.as_ref().is_some_and(|p| p.same_channel(&self.mine)) {
-                e.probe = None;
+                if e.until == self.ended {
+                    // Redis did not refuse again (or the call failed): the
+                    // key is no longer known to be limited, so its requests
+                    // go to Redis freely again, not one at a time.
+                    map.remove(&self.key);
+                    self.denials.len.store(map.len(), Ordering::Relaxed);
+                } else {
+                    e.probe = None;
+                }
             }
         }
         // `_tx` drops after this: waiters wake to the updated entry.
@@ -121,6 +131,7 @@ impl Denials {
         Check::Ask(Some(Probe {
             denials: self,
             key,
+            ended: e.until,
             mine: rx,
             _tx: tx,
         }))
@@ -170,6 +181,14 @@ mod tests {
         drop(probe);
         assert!(rx.has_changed().is_err(), "waiters are woken");
         assert!(matches!(d.check(k, 150), Check::Denied(200)));
+        // A probe that finds capacity frees the key: no more single flight.
+        let Check::Ask(Some(probe)) = d.check(k, 200) else {
+            panic!("probe")
+        };
+        drop(probe);
+        assert!(matches!(d.check(k, 200), Check::Ask(None)));
+        assert!(matches!(d.check(k, 200), Check::Ask(None)));
+        assert_eq!(d.len(), 0);
     }
 
     #[test]

@@ -216,7 +216,13 @@ mod tests {
             })
         );
         // Anything else is an error, never a panic.
-        for bad in [&[][..], &[1, 0, 0], &[2, 0, 0, 0], &[0, -1, 0, 0], &[1, 0, 0, -5]] {
+        for bad in [
+            &[][..],
+            &[1, 0, 0],
+            &[2, 0, 0, 0],
+            &[0, -1, 0, 0],
+            &[1, 0, 0, -5],
+        ] {
             assert_eq!(Verdict::from_reply(bad), None, "{bad:?}");
         }
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::{Instant, timeout_at};
 use tower::{Layer, Service};
 
 use super::super::error::{InsufficientCapacity, RateLimited};
@@ -52,6 +53,7 @@ pub(crate) struct StoreCall {
     key: Vec<u8>,
     cost: u64,
     now_us: Option<u64>,
+    timeout: Duration,
 }
 
 /// Redis as a service, so palisade's own circuit breaker can wrap it: a
@@ -83,7 +85,7 @@ impl Service<StoreCall> for StoreService {
             let run = this
                 .store
                 .run(this.params, &call.key, call.cost, call.now_us);
-            let result = match tokio::time::timeout(this.timeout, run).await {
+            let result = match tokio::time::timeout(call.timeout, run).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(StoreError::Redis(e)),
                 Err(_) => Err(StoreError::Timeout(this.timeout)),
@@ -245,6 +247,9 @@ impl Shared {
                 capacity: self.capacity,
             }));
         }
+        // The whole decision, waits for another request's call included,
+        // ends by its timeout.
+        let deadline = Instant::now() + self.timeout;
         if let Some(leases) = self.leases.as_ref().filter(|l| cost <= l.share) {
             let hash = leases.hash(&key);
             loop {
@@ -252,27 +257,43 @@ impl Shared {
                     Take::Taken => return Ok(()),
                     Take::Exact => break,
                     Take::Wait(mut rx) => {
-                        // The fetch ends within its own timeout; this bound
-                        // only guards against the unforeseen.
-                        let _ = tokio::time::timeout(self.timeout, rx.changed()).await;
+                        if timeout_at(deadline, rx.changed()).await.is_err() {
+                            return self.out_of_time(&key, cost);
+                        }
                     }
                     Take::Fetch(fetch) => {
                         // A lease is a decision of cost `share`: all or
                         // nothing, so that one call buys `share` admissions.
-                        let granted = self.ask(key, leases.share, Some(cost)).await?;
+                        let granted = self.ask(key, leases.share, Some(cost), deadline).await?;
                         fetch.deposit(granted, cost, self.limiter.clock.now());
                         return Ok(());
                     }
                 }
             }
         }
-        self.ask(key, cost, None).await.map(|_| ())
+        self.ask(key, cost, None, deadline).await.map(|_| ())
+    }
+
+    /// The fallback for a decision whose time ran out waiting for another
+    /// request's call to Redis.
+    fn out_of_time(&self, key: &[u8], cost: u64) -> Result<(), Refusal> {
+        let insurance_key = match &self.policy {
+            Policy::Local(l) if l.is_keyed() => l.hash_key(&key),
+            _ => 0,
+        };
+        self.fall_back(insurance_key, cost, &StoreError::Timeout(self.timeout))
     }
 
     /// Asks Redis (unless a local denial answers) for `cost` units: one
     /// request's, or a lease for a request of cost `leasing`. The units
     /// granted: `cost`, or the request's alone when a fallback admitted it.
-    async fn ask(&self, key: Vec<u8>, cost: u64, leasing: Option<u64>) -> Result<u64, Refusal> {
+    async fn ask(
+        &self,
+        key: Vec<u8>,
+        cost: u64,
+        leasing: Option<u64>,
+        deadline: Instant,
+    ) -> Result<u64, Refusal> {
         let mut now = self.limiter.clock.now();
         let denied = self.denials.as_ref().map(|d| (d, d.hash(&key)));
         // Held until the answer is cached: other requests for this key wait
@@ -290,9 +311,10 @@ impl Shared {
                         break;
                     }
                     Check::Wait(mut rx) => {
-                        // The probe ends within its own timeout; this bound
-                        // only guards against the unforeseen.
-                        let _ = tokio::time::timeout(self.timeout, rx.changed()).await;
+                        if timeout_at(deadline, rx.changed()).await.is_err() {
+                            let request = leasing.unwrap_or(cost);
+                            return self.out_of_time(&key, request).map(|()| request);
+                        }
                         now = self.limiter.clock.now();
                     }
                 }
@@ -307,6 +329,9 @@ impl Shared {
             key,
             cost,
             now_us: None,
+            // What is left of the decision's time (all of it, unless it
+            // waited for another request's call).
+            timeout: deadline.saturating_duration_since(Instant::now()),
         };
         let answer = async {
             poll_fn(|cx| breaker.poll_ready(cx)).await?;
