@@ -450,6 +450,11 @@ async fn fleet_shares_one_limit() {
                     if svc.clone().oneshot(1).await.is_ok() {
                         admitted.fetch_add(1, Ordering::Relaxed);
                     }
+                    // A local refusal is ready at once: a loop of them must
+                    // yield, or it starves the tasks (and the connection's
+                    // driver) sharing its worker, as no server's per-request
+                    // tasks would.
+                    tokio::task::yield_now().await;
                 }
             }));
         }

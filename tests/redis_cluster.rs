@@ -90,6 +90,9 @@ async fn cluster_fleet_then_one_node_down() {
                         admitted[k as usize].fetch_add(1, Ordering::Relaxed);
                     }
                     k = (k + 1) % KEYS;
+                    // Local refusals are ready at once: yield, as per-request
+                    // tasks would, so the connection's driver runs.
+                    tokio::task::yield_now().await;
                 }
             }));
         }

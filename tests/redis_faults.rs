@@ -257,3 +257,49 @@ async fn script_flush_mid_run() {
         0
     );
 }
+
+/// A stalled server while a key's local refusal ends: one request probes
+/// Redis, the others wait for its answer, and none waits past its own
+/// timeout; all fall back, and Redis answers again once thawed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_behind_a_stalled_probe_keep_their_timeout() {
+    let server = RedisServer::start();
+    // 10 per second, burst 1: one admission, then refused for 100 ms.
+    let layer = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
+        .redis(RedisStore::open(&server.url()).unwrap(), prefix("stalled"))
+        .timeout(TIMEOUT)
+        .fallback(Fallback::FailOpen)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(Mock::<u64>::new());
+    assert_eq!(answer(svc.clone().oneshot(1).await), Answer::Admit);
+    assert!(matches!(
+        answer(svc.clone().oneshot(1).await),
+        Answer::Limited(_)
+    ));
+    assert_eq!(handle.local_denials(), 1);
+    server.freeze(true);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let a = answer(svc.oneshot(1).await);
+                (a, t.elapsed())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (a, took) = t.await.unwrap();
+        assert_eq!(a, Answer::Admit, "failed open");
+        assert!(took <= TIMEOUT + SLACK, "waited {took:?}");
+    }
+    assert_eq!(handle.fallbacks(), 8);
+    assert!(
+        handle.store_calls() <= 2 + 3,
+        "one probe, not one call each"
+    );
+    server.freeze(false);
+}

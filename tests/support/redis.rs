@@ -172,6 +172,19 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) it: connections stay open
+    /// and nothing answers, as with a stalled server.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("running");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {signal}");
+    }
+
     /// Kills it (as a crash would) and waits until the port is closed.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -68,8 +68,17 @@ pub(crate) struct Probe<'a> {
     key: u64,
     /// The refusal that had ended when this probe started.
     ended: Nanos,
+    /// Redis admitted the probe with capacity to spare.
+    freed: bool,
     mine: watch::Receiver<()>,
     _tx: watch::Sender<()>,
+}
+
+impl Probe<'_> {
+    /// Redis admitted this probe and has capacity left for the key.
+    pub(crate) fn freed(&mut self) {
+        self.freed = true;
+    }
 }
 
 impl Drop for Probe<'_> {
@@ -77,10 +86,12 @@ impl Drop for Probe<'_> {
         let mut map = self.denials.lock();
         if let Some(e) = map.get_mut(&self.key) {
             if e.probe.as_ref().is_some_and(|p| p.same_channel(&self.mine)) {
-                if e.until == self.ended {
-                    // Redis did not refuse again (or the call failed): the
-                    // key is no longer known to be limited, so its requests
-                    // go to Redis freely again, not one at a time.
+                if self.freed && e.until == self.ended {
+                    // Redis admitted with capacity to spare: the key is no
+                    // longer known to be limited, so its requests go to
+                    // Redis freely again, not one at a time. (After a failed
+                    // call they stay one at a time, each within its own
+                    // timeout, while the breaker decides.)
                     map.remove(&self.key);
                     self.denials.len.store(map.len(), Ordering::Relaxed);
                 } else {
@@ -132,6 +143,7 @@ impl Denials {
             denials: self,
             key,
             ended: e.until,
+            freed: false,
             mine: rx,
             _tx: tx,
         }))
@@ -181,10 +193,17 @@ mod tests {
         drop(probe);
         assert!(rx.has_changed().is_err(), "waiters are woken");
         assert!(matches!(d.check(k, 150), Check::Denied(200)));
-        // A probe that finds capacity frees the key: no more single flight.
+        // A probe that fails keeps single flight; one that finds capacity
+        // frees the key.
         let Check::Ask(Some(probe)) = d.check(k, 200) else {
             panic!("probe")
         };
+        drop(probe);
+        let Check::Ask(Some(mut probe)) = d.check(k, 200) else {
+            panic!("still one at a time")
+        };
+        assert!(matches!(d.check(k, 200), Check::Wait(_)));
+        probe.freed();
         drop(probe);
         assert!(matches!(d.check(k, 200), Check::Ask(None)));
         assert!(matches!(d.check(k, 200), Check::Ask(None)));

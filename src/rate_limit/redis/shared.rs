@@ -241,6 +241,10 @@ impl Shared {
     }
 
     async fn decide_uncounted(&self, key: Vec<u8>, cost: u64) -> Result<(), Refusal> {
+        // Local denials and leases answer at once: take part in tokio's
+        // cooperative scheduling like any resource, so a task looping over
+        // local answers still yields to its neighbours.
+        tokio::task::coop::consume_budget().await;
         if cost > self.capacity {
             return Err(Refusal::Never(InsufficientCapacity {
                 cost,
@@ -298,7 +302,7 @@ impl Shared {
         let denied = self.denials.as_ref().map(|d| (d, d.hash(&key)));
         // Held until the answer is cached: other requests for this key wait
         // for it rather than ask Redis too.
-        let mut _probe = None;
+        let mut probe = None;
         if let Some((d, hash)) = denied {
             loop {
                 match d.check(hash, now) {
@@ -306,8 +310,8 @@ impl Shared {
                         self.stats.local_denial();
                         return Err(self.limited(Duration::from_nanos(until - now), 0));
                     }
-                    Check::Ask(probe) => {
-                        _probe = probe;
+                    Check::Ask(p) => {
+                        probe = p;
                         break;
                     }
                     Check::Wait(mut rx) => {
@@ -354,6 +358,9 @@ impl Shared {
         match answer {
             Ok(Verdict::Admit { free_after }) => {
                 cache(free_after);
+                if let (Some(p), 0) = (probe.as_mut(), free_after) {
+                    p.freed();
+                }
                 Ok(cost)
             }
             Ok(Verdict::Deny {
