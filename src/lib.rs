@@ -99,7 +99,13 @@ pub use retry::{RetryBudget, RetryLayer};
 
 // The README's examples are compiled and run as doctests (they use every
 // feature, so only when every feature is on: `cargo test --all-features`).
-#[cfg(all(doctest, feature = "http", feature = "tonic", feature = "axum"))]
+#[cfg(all(
+    doctest,
+    feature = "http",
+    feature = "tonic",
+    feature = "axum",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

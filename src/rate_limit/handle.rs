@@ -103,6 +103,9 @@ impl Counters {
 #[derive(Clone)]
 pub struct RateLimitHandle {
     pub(crate) limiter: Arc<Limiter>,
+    /// The shared store's counts, for a limiter decided through Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) store: Option<Arc<super::redis::StoreStats>>,
 }
 
 impl fmt::Debug for RateLimitHandle {
@@ -112,11 +115,20 @@ impl fmt::Debug for RateLimitHandle {
             .field("rejected", &self.rejected())
             .field("keys", &self.keys())
             .field("unknown_key_requests", &self.unknown_key_requests())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl RateLimitHandle {
+    /// The handle of an in-memory limiter.
+    pub(crate) fn new(limiter: Arc<Limiter>) -> Self {
+        Self {
+            limiter,
+            #[cfg(feature = "redis")]
+            store: None,
+        }
+    }
+
     /// Requests admitted (passed to the inner service) so far.
     pub fn admitted(&self) -> u64 {
         self.limiter.counters.admitted()

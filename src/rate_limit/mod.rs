@@ -166,10 +166,13 @@ mod sliding_log;
 mod sliding_window;
 mod store;
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 pub use error::{ConfigError, InsufficientCapacity, RateLimited, UnknownKey};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
-pub use layer::{DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitLayer};
+pub use layer::{DEFAULT_MAX_KEYS, InMemory, RateLimitBuilder, RateLimitLayer};
 pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
 
 use std::fmt;
@@ -244,9 +247,7 @@ impl<S, K, C> RateLimit<S, K, C> {
 
     /// A handle on the shared limiter's counts.
     pub fn handle(&self) -> RateLimitHandle {
-        RateLimitHandle {
-            limiter: self.limiter.clone(),
-        }
+        RateLimitHandle::new(self.limiter.clone())
     }
 
     /// Waits (wait mode) until this instance holds a reservation or a

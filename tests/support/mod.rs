@@ -17,3 +17,6 @@ use std::time::Duration;
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+#[cfg(feature = "redis")]
+pub mod redis;
