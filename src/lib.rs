@@ -82,6 +82,8 @@ pub mod grpc;
 pub mod http;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 mod clock;
 mod rng;
