@@ -17,6 +17,8 @@
 //! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
 //!   sliding log, unkeyed or per key, refusing at once or waiting
 //!   ([`RateLimitLayer`]).
+//! - [`concurrency`]: an adaptive concurrency limit (Gradient2, AIMD)
+//!   that refuses the excess at once ([`ConcurrencyLimitLayer`]).
 //! - [`batch`]: fan a list of requests out and settle every one, in order
 //!   ([`BatchLayer`], [`batch::settle_all`]).
 //!
@@ -27,12 +29,15 @@
 //!   `Retry-After`, client-IP keys, for axum and hyper servers.
 //! - `grpc` (feature `tonic`): rejections as `tonic::Status` and
 //!   trailers-only gRPC responses, and classifiers reading gRPC codes.
+//! - `testing` (feature `test-util`): the scripted mock upstream palisade's
+//!   own tests use, for testing your own stacks in paused time.
 //!
 //! # Errors
 //!
 //! Layers that add a failure of their own return [`BoxError`] wrapping a
 //! small public type to downcast: [`circuit_breaker::CircuitOpen`],
-//! [`RateLimited`], [`rate_limit::InsufficientCapacity`]. Retry passes the
+//! [`RateLimited`], [`rate_limit::InsufficientCapacity`],
+//! [`concurrency::Overloaded`]. Retry passes the
 //! inner error through; a batch never fails (one `Result` per item).
 //!
 //! ```
@@ -76,6 +81,7 @@ pub mod backoff;
 pub mod batch;
 pub mod circuit_breaker;
 pub mod classify;
+pub mod concurrency;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 #[cfg(feature = "http")]
@@ -93,6 +99,7 @@ pub use backoff::{Backoff, Jitter};
 pub use batch::BatchLayer;
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::{Classify, Outcome};
+pub use concurrency::{ConcurrencyLimitLayer, Overloaded};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};
 
