@@ -62,7 +62,8 @@ const DROP_GRADIENT: f64 = 0.9;
 ///
 /// ```text
 /// gradient  = clamp(tolerance * baseline / rtt, 0.5, 1)
-/// target    = gradient * limit + queue(limit)          queue(l) = sqrt(l)
+/// target    = gradient * limit + growth
+/// growth    = sqrt(limit) while rtt <= (1 + (tolerance - 1) / 2) * baseline, else 0
 /// limit'    = (1 - smoothing) * limit + smoothing * target
 /// ```
 ///
@@ -76,11 +77,14 @@ const DROP_GRADIENT: f64 = 0.9;
 /// (Vegas' and Envoy's `minRTT`, BBR's min filter), while the mean over a
 /// whole window keeps single lucky samples out of it. It expires after at
 /// most two epochs, so an upstream that became slower for good is
-/// re-learnt.
+/// re-learnt; so that a limit kept full (and above the capacity) by demand
+/// does not let it expire into a queued latency, each epoch starts with a
+/// probe: two windows at 3/4 of the limit, as Envoy re-measures its
+/// `minRTT` at a low concurrency.
 ///
 /// On a queue with `C` workers holding `L > C` calls, `rtt / baseline =
-/// L / C`, so `gradient * limit = tolerance * C`: one step lands near the
-/// capacity, whatever the overshoot.
+/// L / C`, so `gradient * limit = tolerance * C`: each step heads for
+/// `tolerance * C`, whatever the overshoot (halving at most).
 #[derive(Debug, Clone)]
 pub(crate) struct Gradient2 {
     tolerance: f64,
@@ -89,7 +93,16 @@ pub(crate) struct Gradient2 {
     windows: u32,
     current_min: f64,
     previous_min: f64,
+    /// While probing: windows left, and the limit to go back to.
+    probe: Option<(u32, f64)>,
 }
+
+/// The limit while probing for the no-load latency, as a share of the
+/// limit before.
+const PROBE_FACTOR: f64 = 0.75;
+/// Windows a probe lasts: the first lets a queue drain, the second
+/// measures.
+const PROBE_WINDOWS: u32 = 2;
 
 impl Gradient2 {
     pub(crate) fn new(tolerance: f64, smoothing: f64, epoch: u32) -> Self {
@@ -100,6 +113,7 @@ impl Gradient2 {
             windows: 0,
             current_min: f64::INFINITY,
             previous_min: f64::INFINITY,
+            probe: None,
         }
     }
 
@@ -108,15 +122,18 @@ impl Gradient2 {
         b.is_finite().then_some(b)
     }
 
-    fn observe(&mut self, rtt: f64) -> f64 {
+    /// Takes a window mean into the baseline; says whether a new epoch
+    /// began.
+    fn observe(&mut self, rtt: f64) -> bool {
         self.windows += 1;
-        if self.windows >= self.epoch {
+        let rotated = self.windows >= self.epoch;
+        if rotated {
             self.windows = 0;
             self.previous_min = self.current_min;
             self.current_min = f64::INFINITY;
         }
         self.current_min = self.current_min.min(rtt);
-        self.current_min.min(self.previous_min)
+        rotated
     }
 
     fn update(&mut self, limit: f64, window: &WindowSummary) -> f64 {
@@ -128,17 +145,44 @@ impl Gradient2 {
                 limit
             };
         };
-        let baseline = self.observe(rtt);
+        let rotated = self.observe(rtt);
+        if let Some((left, resume)) = self.probe {
+            // Probing: hold the limit low, then resume where it was (the
+            // next window decides afresh, against the fresh baseline).
+            self.probe = (left > 1).then_some((left - 1, resume));
+            return if left > 1 { resume * PROBE_FACTOR } else { resume };
+        }
+        if rotated && window.limited {
+            // A limit that demand keeps full may sit above the capacity for
+            // ever, so no window of the epoch saw the upstream without a
+            // queue, and the baseline would climb with the queue when the
+            // old epoch expires. Envoy re-measures its minRTT at a low
+            // concurrency for the same reason; here, two windows at 3/4 of
+            // the limit once an epoch.
+            self.probe = Some((PROBE_WINDOWS - 1, limit));
+            return limit * PROBE_FACTOR;
+        }
+        let baseline = self.current_min.min(self.previous_min);
         let mut gradient = (self.tolerance * baseline / rtt).clamp(0.5, 1.0);
-        let mut queue = limit.sqrt().max(1.0);
         if window.drops > 0 {
             gradient = gradient.min(DROP_GRADIENT);
-            queue = 0.0;
         }
-        if !window.limited {
-            queue = 0.0;
-        }
-        let target = gradient * limit + queue;
+        // Room to grow only while latency is within tolerance, nothing was
+        // dropped and demand reached the limit. Netflix adds a queue
+        // allowance to every step, which moves the fixed point to
+        // `tolerance * C + queue`; added only at gradient 1 it leaves the
+        // fixed point at `tolerance * C` and still grows by `sqrt(limit)`
+        // (before smoothing), fast from a small limit.
+        // Growth stops halfway to the tolerance: between there and the
+        // tolerance the limit holds, so it does not hunt around its fixed
+        // point.
+        let calm = rtt <= baseline * (1.0 + (self.tolerance - 1.0) / 2.0);
+        let growth = if calm && gradient >= 1.0 && window.limited {
+            limit.sqrt().max(1.0)
+        } else {
+            0.0
+        };
+        let target = gradient * limit + growth;
         (1.0 - self.smoothing) * limit + self.smoothing * target
     }
 }
@@ -205,7 +249,7 @@ mod tests {
         g.update(10.0, &window(10.0, true)); // baseline 10
         // 40 held by 20 workers: twice the latency.
         let next = g.update(40.0, &window(20.0, true));
-        assert_eq!(next, 20.0 + 40f64.sqrt());
+        assert_eq!(next, 20.0);
     }
 
     #[test]
@@ -213,7 +257,7 @@ mod tests {
         let mut g = Gradient2::new(1.0, 0.5, 100);
         g.update(10.0, &window(1.0, true));
         let next = g.update(100.0, &window(1_000.0, true));
-        assert_eq!(next, 0.5 * 100.0 + 0.5 * (50.0 + 10.0));
+        assert_eq!(next, 0.5 * 100.0 + 0.5 * 50.0);
     }
 
     #[test]
@@ -229,9 +273,21 @@ mod tests {
         assert_eq!(g.baseline(), Some(5.0));
         // Two epochs of slower windows and the low one is forgotten.
         for _ in 0..4 {
-            g.update(10.0, &window(8.0, true));
+            g.update(10.0, &window(8.0, false));
         }
         assert_eq!(g.baseline(), Some(8.0));
+    }
+
+    #[test]
+    fn gradient2_probes_below_a_full_limit_once_an_epoch() {
+        let mut g = Gradient2::new(1.0, 1.0, 3);
+        assert_eq!(g.update(40.0, &window(10.0, true)), 40.0 + 40f64.sqrt());
+        assert_eq!(g.update(40.0, &window(10.0, true)), 40.0 + 40f64.sqrt());
+        // The epoch ends: two windows at 3/4, then back to the limit.
+        assert_eq!(g.update(40.0, &window(12.0, true)), 30.0);
+        assert_eq!(g.update(30.0, &window(10.0, true)), 40.0);
+        assert_eq!(g.baseline(), Some(10.0));
+        assert_eq!(g.update(40.0, &window(10.0, true)), 40.0 + 40f64.sqrt());
     }
 
     #[test]

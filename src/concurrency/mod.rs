@@ -50,7 +50,7 @@
 //!
 //! - **Gradient2** ([`ConcurrencyLimitLayer::gradient2`], the default
 //!   choice): `gradient = clamp(tolerance * baseline / rtt, 0.5, 1)`,
-//!   `limit' = gradient * limit + sqrt(limit)`, smoothed. `baseline` is the
+//!   `limit' = gradient * limit`, plus `sqrt(limit)` while the gradient is 1 and demand reaches the limit, smoothed. `baseline` is the
 //!   no-load latency: the lowest window mean over the last 100 to 200
 //!   windows. Netflix's Gradient2 uses a long exponential average of all
 //!   samples there, which climbs with the very queue it should detect, so
