@@ -57,7 +57,8 @@ fn run(ops: Vec<Op>, layer: ConcurrencyLimitLayer, max: u32, wait: bool) {
         .unwrap();
     rt.block_on(async move {
         let handle = layer.handle();
-        let mock = Mock::<u64>::new().outcome_fn(|_, req: &u64| step(req >> 8, (*req & 0xff) as u8));
+        let mock =
+            Mock::<u64>::new().outcome_fn(|_, req: &u64| step(req >> 8, (*req & 0xff) as u8));
         let upstream = mock.handle();
         let svc: ConcurrencyLimit<Mock> = layer.layer(mock);
         let mut held: Vec<Fut> = Vec::new();
@@ -67,7 +68,9 @@ fn run(ops: Vec<Op>, layer: ConcurrencyLimitLayer, max: u32, wait: bool) {
                 Op::Call { latency, end } => {
                     let mut s = svc.clone();
                     match s.poll_ready(&mut cx) {
-                        Poll::Ready(Ok(())) => held.push(Box::pin(s.call((latency << 8) | u64::from(end)))),
+                        Poll::Ready(Ok(())) => {
+                            held.push(Box::pin(s.call((latency << 8) | u64::from(end))))
+                        }
                         Poll::Ready(Err(e)) => panic!("{e}"),
                         // Waiting (max_wait): dropped while waiting.
                         Poll::Pending => assert!(wait),
@@ -146,7 +149,13 @@ proptest! {
 /// and dropping the oldest (every third call ends at once, so an adaptive
 /// limit moves meanwhile): the upstream never sees more than the limit.
 fn threads_never_exceed(layer: ConcurrencyLimitLayer, max: u64) {
-    let mock = Mock::<u64>::new().outcome_fn(|_, req| if req % 3 == 0 { Step::ok() } else { Step::hang() });
+    let mock = Mock::<u64>::new().outcome_fn(|_, req| {
+        if req % 3 == 0 {
+            Step::ok()
+        } else {
+            Step::hang()
+        }
+    });
     let upstream = mock.handle();
     let svc = layer.layer(mock);
     let barrier = Arc::new(Barrier::new(4));
@@ -181,7 +190,11 @@ fn threads_never_exceed(layer: ConcurrencyLimitLayer, max: u64) {
         .collect();
     let admitted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(admitted > 1_000, "admitted {admitted}");
-    assert!(upstream.peak_in_flight() <= max, "peak {}", upstream.peak_in_flight());
+    assert!(
+        upstream.peak_in_flight() <= max,
+        "peak {}",
+        upstream.peak_in_flight()
+    );
     assert_eq!(svc.handle().in_flight(), 0);
     assert_eq!(upstream.in_flight(), 0);
 }

@@ -102,7 +102,12 @@ impl<A: Send + 'static> Limiter for Peer<A> {
             let result = self.mock.clone().oneshot(request).await;
             let rtt = start.elapsed();
             let in_flight = self.in_flight.load(SeqCst);
-            (self.sample)(&mut self.algorithm.lock().unwrap(), rtt, in_flight, result.is_ok());
+            (self.sample)(
+                &mut self.algorithm.lock().unwrap(),
+                rtt,
+                in_flight,
+                result.is_ok(),
+            );
             self.in_flight.fetch_sub(1, SeqCst);
             result.ok().map(|_| rtt)
         })
@@ -285,11 +290,16 @@ async fn gradient2_settles_near_capacity_follows_it_and_keeps_p99_low() {
         }
     }
     for (phase, settle) in run.settle_times().into_iter().enumerate() {
-        let settle = settle.unwrap_or_else(|| panic!("phase {phase} never settled: {:?}", run.timeline));
+        let settle =
+            settle.unwrap_or_else(|| panic!("phase {phase} never settled: {:?}", run.timeline));
         assert!(settle <= 3.0, "phase {phase} settled after {settle} s");
     }
     // p99 of admitted requests within 2x the unloaded latency (20 ms).
-    assert!(run.percentile(0.99) <= SERVICE_TIME * 2, "p99 {:?}", run.percentile(0.99));
+    assert!(
+        run.percentile(0.99) <= SERVICE_TIME * 2,
+        "p99 {:?}",
+        run.percentile(0.99)
+    );
     // Goodput: at least 90 % of what the upstream can serve (1000/s, 500/s, 1000/s).
     let capacity = (1000.0 + 500.0 + 1000.0) / 3.0;
     assert!(run.goodput() >= 0.9 * capacity, "goodput {}", run.goodput());
@@ -298,7 +308,11 @@ async fn gradient2_settles_near_capacity_follows_it_and_keeps_p99_low() {
 #[tokio::test(start_paused = true)]
 async fn a_fixed_limit_of_twice_the_capacity_queues() {
     let adaptive = run_ours_gradient2().await;
-    let (limiter, upstream) = ours(ConcurrencyLimitLayer::fixed(2 * CAPACITY[0] as u32).build().unwrap());
+    let (limiter, upstream) = ours(
+        ConcurrencyLimitLayer::fixed(2 * CAPACITY[0] as u32)
+            .build()
+            .unwrap(),
+    );
     let fixed = simulate("fixed limit 2C (40)", limiter, upstream).await;
     println!("{}\n{}", adaptive.report(), fixed.report());
     // Twice the capacity held: a queue as long as the capacity, so twice
@@ -363,7 +377,15 @@ async fn beside_the_peers_on_the_same_upstream() {
     for peer in &runs[2..] {
         let peer_settle: f64 = peer.settle_times().iter().map(|s| s.unwrap_or(10.0)).sum();
         assert!(ours_settle <= peer_settle, "{}: settles sooner", peer.name);
-        assert!(ours.percentile(0.99) <= peer.percentile(0.99), "{}: lower p99", peer.name);
-        assert!(ours.goodput() >= 0.95 * peer.goodput(), "{}: goodput", peer.name);
+        assert!(
+            ours.percentile(0.99) <= peer.percentile(0.99),
+            "{}: lower p99",
+            peer.name
+        );
+        assert!(
+            ours.goodput() >= 0.95 * peer.goodput(),
+            "{}: goodput",
+            peer.name
+        );
     }
 }

@@ -150,7 +150,11 @@ impl Gradient2 {
             // Probing: hold the limit low, then resume where it was (the
             // next window decides afresh, against the fresh baseline).
             self.probe = (left > 1).then_some((left - 1, resume));
-            return if left > 1 { resume * PROBE_FACTOR } else { resume };
+            return if left > 1 {
+                resume * PROBE_FACTOR
+            } else {
+                resume
+            };
         }
         if rotated && window.limited {
             // A limit that demand keeps full may sit above the capacity for

@@ -449,6 +449,13 @@ mod tests {
             .unwrap()
             .handle();
         assert_eq!(h.limit(), 2_000);
-        assert_eq!(ConcurrencyLimitLayer::fixed(7).build().unwrap().handle().limit(), 7);
+        assert_eq!(
+            ConcurrencyLimitLayer::fixed(7)
+                .build()
+                .unwrap()
+                .handle()
+                .limit(),
+            7
+        );
     }
 }

@@ -118,12 +118,10 @@ impl Limiter {
                 return Admission::Full { limit, in_flight };
             }
             let next = gate.wrapping_add(ADMISSION + 1);
-            match self.gate.compare_exchange_weak(
-                gate,
-                next,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .gate
+                .compare_exchange_weak(gate, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     let ticket = (next >> 32) as u32;
                     let mask = self.sample_mask.load(Ordering::Relaxed);
@@ -259,7 +257,9 @@ impl Limiter {
 
     fn trace(&self, old: u32, new: u32, window: &WindowSummary) {
         let name = self.settings.name.as_deref().unwrap_or("");
-        let rtt = window.rtt.map(|r| std::time::Duration::from_nanos(r as u64));
+        let rtt = window
+            .rtt
+            .map(|r| std::time::Duration::from_nanos(r as u64));
         tracing::debug!(
             target: "palisade::concurrency",
             limiter = name,
