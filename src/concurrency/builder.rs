@@ -448,14 +448,13 @@ mod tests {
             .build()
             .unwrap()
             .handle();
-        assert_eq!(h.limit(), 2_000);
-        assert_eq!(
-            ConcurrencyLimitLayer::fixed(7)
-                .build()
-                .unwrap()
-                .handle()
-                .limit(),
-            7
-        );
+        assert_eq!((h.limit(), h.algorithm()), (2_000, "gradient2"));
+        let h = ConcurrencyLimitLayer::fixed(7).build().unwrap().handle();
+        assert_eq!((h.limit(), h.algorithm()), (7, "fixed"));
+        let h = ConcurrencyLimitLayer::aimd(Duration::from_millis(1))
+            .build()
+            .unwrap()
+            .handle();
+        assert_eq!(h.algorithm(), "aimd");
     }
 }

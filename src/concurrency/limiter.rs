@@ -47,6 +47,11 @@ pub(crate) struct Settings {
     pub(crate) name: Option<std::borrow::Cow<'static, str>>,
 }
 
+/// The sample mask of a fixed limit: a call is timed only when the
+/// wrapping admission count is 0, once in 2^32 calls (and that sample
+/// moves nothing).
+const NEVER_TIMED: u32 = u32::MAX;
+
 /// What admission decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
@@ -79,6 +84,7 @@ pub(crate) struct Limiter {
     waiting: AtomicUsize,
     waiters: Mutex<Vec<Waker>>,
     control: Mutex<Control>,
+    algorithm_name: &'static str,
     clock: Clock,
     settings: Settings,
 }
@@ -86,10 +92,15 @@ pub(crate) struct Limiter {
 impl Limiter {
     pub(crate) fn new(algorithm: Algorithm, initial: u32, settings: Settings) -> Self {
         let clock = Clock::new();
+        let fixed = matches!(algorithm, Algorithm::Fixed);
         Self {
             gate: AtomicU64::new(0),
             limit: AtomicU32::new(initial),
-            sample_mask: AtomicU32::new(sample_mask(initial)),
+            sample_mask: AtomicU32::new(if fixed {
+                NEVER_TIMED
+            } else {
+                sample_mask(initial)
+            }),
             rtt_sum: AtomicU64::new(0),
             rtt_count: AtomicU64::new(0),
             drops: AtomicU64::new(0),
@@ -98,6 +109,7 @@ impl Limiter {
             refused: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
+            algorithm_name: algorithm.name(),
             control: Mutex::new(Control {
                 algorithm,
                 estimate: f64::from(initial),
@@ -193,10 +205,7 @@ impl Limiter {
     }
 
     pub(crate) fn algorithm_name(&self) -> &'static str {
-        self.control
-            .lock()
-            .map(|c| c.algorithm.name())
-            .unwrap_or("unknown")
+        self.algorithm_name
     }
 
     #[cold]

@@ -80,10 +80,10 @@
 //! One atomic word holds the calls in flight: admission is one load of the
 //! limit and one compare-and-swap, release one `fetch_sub`, so no clone on
 //! any thread is ever admitted while `limit` calls are in flight, and no
-//! call takes a lock. A call reads the clock only if it is sampled: every
-//! call while the limit is below 64, then about `limit / 32` of them
-//! (every `2^k`-th admission), so a window still sees about 32 samples per
-//! round trip. The algorithm runs when a sampled call ends after its
+//! call takes a lock. A call reads the clock (twice) only if it is
+//! sampled: every call while the limit is below 64, then one in `2^k`
+//! admissions with `2^k` about `limit / 32`, so a window still sees about
+//! 32 samples per round trip; never under a fixed limit. The algorithm runs when a sampled call ends after its
 //! window's end, under a lock taken with `try_lock` (a call that finds it
 //! taken moves on).
 //!
