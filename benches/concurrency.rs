@@ -7,9 +7,9 @@
 //! (which gives it back), driven by hand with a no-op waker. Variants:
 //! - `tower_fixed`: `tower::limit::ConcurrencyLimit` (a semaphore);
 //! - `fixed`: ours with a fixed limit (never timed);
-//! - `gradient2_sampled`: ours, adaptive, limit 1,000 (one call in 16
+//! - `gradient2_sampled`: ours, adaptive, limit 1,000 (one call in 64
 //!   reads the clock, twice);
-//! - `gradient2_every_call`: ours, adaptive, limit 32 (every call reads
+//! - `gradient2_every_call`: ours, adaptive, limit 8 (every call reads
 //!   the clock twice: the cost of latency sampling at small limits).
 
 use std::convert::Infallible;
@@ -136,8 +136,8 @@ fn all(group: &mut BenchmarkGroup<'_, WallTime>, threads: usize) {
         "gradient2_every_call",
         threads,
         ConcurrencyLimitLayer::gradient2()
-            .initial_limit(32)
-            .max_limit(32)
+            .initial_limit(8)
+            .max_limit(8)
             .build()
             .unwrap()
             .layer(upstream()),

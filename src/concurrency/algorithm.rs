@@ -156,6 +156,12 @@ impl Gradient2 {
                 resume
             };
         }
+        if !window.limited && window.drops == 0 {
+            // Demand is below the limit: what the latency says about a
+            // limit nobody reaches is noise (Netflix's "app-limited" rule).
+            // Shrinking here would refuse the next burst for nothing.
+            return limit;
+        }
         if rotated && window.limited {
             // A limit that demand keeps full may sit above the capacity for
             // ever, so no window of the epoch saw the upstream without a
@@ -181,7 +187,7 @@ impl Gradient2 {
         // tolerance the limit holds, so it does not hunt around its fixed
         // point.
         let calm = rtt <= baseline * (1.0 + (self.tolerance - 1.0) / 2.0);
-        let growth = if calm && gradient >= 1.0 && window.limited {
+        let growth = if calm && gradient >= 1.0 && window.drops == 0 {
             limit.sqrt().max(1.0)
         } else {
             0.0
@@ -243,8 +249,9 @@ mod tests {
     fn gradient2_grows_by_the_queue_allowance_at_the_baseline() {
         let mut g = Gradient2::new(1.1, 1.0, 100);
         assert_eq!(g.update(16.0, &window(10.0, true)), 16.0 + 4.0);
-        // Not limited: no growth.
+        // Not limited: no growth, and no shrinking either.
         assert_eq!(g.update(16.0, &window(10.0, false)), 16.0);
+        assert_eq!(g.update(16.0, &window(100.0, false)), 16.0);
     }
 
     #[test]

@@ -16,12 +16,19 @@ use crate::sync::Arc;
 use super::error::Overloaded;
 use super::limiter::{Limiter, Sample};
 
+/// `start` of a permit whose call is not timed.
+const UNTIMED: Nanos = Nanos::MAX;
+
 /// One admitted call's place under the limit. Dropping it (the service
 /// dropped after `poll_ready`, the response future dropped before the call
 /// ended, or the call ended) gives the place back, exactly once.
+///
+/// Two words, no flag byte: moved on every call, and a byte written next to
+/// a word read back stalls the store buffer.
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
-    timed: bool,
+    /// When the call started, or [`UNTIMED`] (a clock reading never gets
+    /// there: 584 years).
     start: Nanos,
 }
 
@@ -30,23 +37,27 @@ impl Permit {
     pub(crate) fn new(limiter: Arc<Limiter>, timed: bool) -> Self {
         Self {
             limiter,
-            timed,
-            start: 0,
+            start: if timed { 0 } else { UNTIMED },
         }
+    }
+
+    #[inline]
+    fn timed(&self) -> bool {
+        self.start != UNTIMED
     }
 
     /// Marks the call as started now (reads the clock only if timed).
     #[inline]
     pub(crate) fn start(&mut self) {
-        if self.timed {
-            self.start = self.limiter.now();
+        if self.timed() {
+            self.start = self.limiter.now().min(UNTIMED - 1);
         }
     }
 
     /// Gives the place back and, if timed, records the outcome.
     #[inline]
     fn finish(self, outcome: Outcome) {
-        if self.timed {
+        if self.timed() {
             let sample = match outcome {
                 Outcome::Success => Some(Sample::Latency),
                 Outcome::Failure => Some(Sample::Drop),
@@ -72,7 +83,7 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("timed", &self.timed)
+            .field("timed", &self.timed())
             .finish_non_exhaustive()
     }
 }

@@ -9,9 +9,9 @@
 //! compare-and-swap against `limit`, so no call is ever admitted while
 //! `limit` are in flight, whatever the number of clones and threads;
 //! release is one `fetch_sub`. The admission count picks the calls that are
-//! timed: every `2^k`-th, with `2^k` about `limit / 32`, so a window sees
-//! about 32 samples per round trip at any rate and a call that is not timed
-//! reads no clock.
+//! timed: every `2^k`-th, with `2^k` about `limit / 8`, so a window sees
+//! about 8 samples per round trip at the limit and a call that is not
+//! timed reads no clock.
 //!
 //! A timed completion adds its latency to the window (two `fetch_add`s)
 //! and, when the window's end has passed, tries to close it: the algorithm's
@@ -33,8 +33,9 @@ pub const MAX_LIMIT: u32 = 1 << 30;
 
 const IN_FLIGHT_MASK: u64 = u32::MAX as u64;
 const ADMISSION: u64 = 1 << 32;
-/// About this many timed calls per limit's worth of admissions.
-const SAMPLES_PER_LIMIT: u32 = 32;
+/// About this many timed calls per limit's worth of admissions (a window,
+/// two round trips at the limit, sees about twice as many).
+const SAMPLES_PER_LIMIT: u32 = 8;
 
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]
@@ -73,7 +74,8 @@ struct Control {
 pub(crate) struct Limiter {
     gate: AtomicU64,
     limit: AtomicU32,
-    /// `limit / 32` rounded down to a power of two, minus one.
+    /// `limit / 8` rounded down to a power of two, minus one (which
+    /// admissions are timed).
     sample_mask: AtomicU32,
     rtt_sum: AtomicU64,
     rtt_count: AtomicU64,
@@ -326,11 +328,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sampling_is_every_call_below_64_then_thins() {
+    fn sampling_is_every_call_below_16_then_thins() {
         assert_eq!(sample_mask(1), 0);
-        assert_eq!(sample_mask(63), 0);
-        assert_eq!(sample_mask(64), 1);
-        assert_eq!(sample_mask(1000), 15); // 1000 / 32 = 31 -> every 16th
-        assert_eq!(sample_mask(MAX_LIMIT), (MAX_LIMIT / 32) - 1);
+        assert_eq!(sample_mask(15), 0);
+        assert_eq!(sample_mask(16), 1);
+        assert_eq!(sample_mask(1000), 63); // 1000 / 8 = 125 -> every 64th
+        assert_eq!(sample_mask(MAX_LIMIT), (MAX_LIMIT / 8) - 1);
     }
 }

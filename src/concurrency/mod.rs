@@ -46,7 +46,8 @@
 //! round trips, at least 10 timed calls), from the window's mean latency of
 //! successful calls, its drops (calls the [classifier](crate::classify)
 //! counts as failures) and whether demand reached the limit (a limit that
-//! demand never reaches does not grow).
+//! demand never reaches does not grow; Gradient2 does not move it at all,
+//! so a quiet spell does not shrink it before the next burst).
 //!
 //! - **Gradient2** ([`ConcurrencyLimitLayer::gradient2`], the default
 //!   choice): `gradient = clamp(tolerance * baseline / rtt, 0.5, 1)`,
@@ -81,9 +82,9 @@
 //! limit and one compare-and-swap, release one `fetch_sub`, so no clone on
 //! any thread is ever admitted while `limit` calls are in flight, and no
 //! call takes a lock. A call reads the clock (twice) only if it is
-//! sampled: every call while the limit is below 64, then one in `2^k`
-//! admissions with `2^k` about `limit / 32`, so a window still sees about
-//! 32 samples per round trip; never under a fixed limit. The algorithm runs when a sampled call ends after its
+//! sampled: every call while the limit is below 16, then one in `2^k`
+//! admissions with `2^k` about `limit / 8`, so a window (two round trips)
+//! still sees about 16 samples at the limit; never under a fixed limit. The algorithm runs when a sampled call ends after its
 //! window's end, under a lock taken with `try_lock` (a call that finds it
 //! taken moves on).
 //!
@@ -136,7 +137,6 @@ mod layer;
 mod limiter;
 
 use std::fmt;
-use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -160,17 +160,6 @@ pub use self::limiter::MAX_LIMIT;
 use self::future::Permit;
 use self::limiter::{Admission, Limiter};
 
-/// What this instance's last `poll_ready` decided.
-#[derive(Debug)]
-enum Admit {
-    /// Not polled ready (or the call was made).
-    None,
-    /// Holds a place.
-    Held(Permit),
-    /// The call will be refused.
-    Refused(Overloaded),
-}
-
 /// A service under a concurrency limit; made by [`ConcurrencyLimitLayer`].
 ///
 /// Its error type is [`BoxError`]: the inner service's errors pass through
@@ -185,7 +174,11 @@ pub struct ConcurrencyLimit<S, C = ErrorsAsFailures> {
     limiter: Arc<Limiter>,
     classifier: C,
     max_wait: Option<Duration>,
-    admit: Admit,
+    /// The place this instance's last `poll_ready` took.
+    permit: Option<Permit>,
+    /// Or the refusal it decided (kept apart from `permit`: one tag-free
+    /// word pair on the path where nothing goes wrong).
+    refused: Option<Overloaded>,
     /// While waiting: when to give up.
     wait_until: Option<Instant>,
     /// Made the first time this instance waits, then reset.
@@ -204,7 +197,8 @@ impl<S, C> ConcurrencyLimit<S, C> {
             limiter,
             classifier,
             max_wait,
-            admit: Admit::None,
+            permit: None,
+            refused: None,
             wait_until: None,
             sleep: None,
         }
@@ -230,13 +224,14 @@ impl<S, C> ConcurrencyLimit<S, C> {
         self.inner
     }
 
-    /// Decides admission now, or waits for it (with `max_wait`).
-    fn poll_admit(&mut self, cx: &mut Context<'_>) -> Poll<Admit> {
+    /// Decides admission now, or waits for it (with `max_wait`): a place,
+    /// or the refusal.
+    fn poll_admit(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Overloaded>> {
         let (limit, in_flight) = match self.limiter.try_acquire() {
-            Admission::Admitted { timed } => return Poll::Ready(self.held(timed)),
+            Admission::Admitted { timed } => return Poll::Ready(Ok(self.held(timed))),
             Admission::Full { limit, in_flight } => (limit, in_flight),
         };
-        let refused = Admit::Refused(Overloaded { limit, in_flight });
+        let refused = Err(Overloaded { limit, in_flight });
         let Some(max_wait) = self.max_wait else {
             return Poll::Ready(refused);
         };
@@ -246,7 +241,7 @@ impl<S, C> ConcurrencyLimit<S, C> {
         self.limiter.register(cx.waker());
         // Again after registering: a place freed in between is not missed.
         if let Admission::Admitted { timed } = self.limiter.try_acquire() {
-            return Poll::Ready(self.held(timed));
+            return Poll::Ready(Ok(self.held(timed)));
         }
         let sleep = match &mut self.sleep {
             Some(sleep) => {
@@ -267,9 +262,9 @@ impl<S, C> ConcurrencyLimit<S, C> {
     }
 
     #[inline]
-    fn held(&mut self, timed: bool) -> Admit {
+    fn held(&mut self, timed: bool) -> Permit {
         self.wait_until = None;
-        Admit::Held(Permit::new(self.limiter.clone(), timed))
+        Permit::new(self.limiter.clone(), timed)
     }
 }
 
@@ -294,7 +289,8 @@ impl<S: fmt::Debug, C> fmt::Debug for ConcurrencyLimit<S, C> {
         f.debug_struct("ConcurrencyLimit")
             .field("inner", &self.inner)
             .field("limit", &self.limiter.limit())
-            .field("admit", &self.admit)
+            .field("permit", &self.permit)
+            .field("refused", &self.refused)
             .finish_non_exhaustive()
     }
 }
@@ -312,41 +308,44 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A place already held is kept (polling ready twice reserves once);
         // anything else is decided afresh.
-        if !matches!(self.admit, Admit::Held(_)) {
+        if self.permit.is_none() {
+            self.refused = None;
             match self.poll_admit(cx) {
-                Poll::Ready(admit) => self.admit = admit,
-                Poll::Pending => {
-                    self.admit = Admit::None;
-                    return Poll::Pending;
+                Poll::Ready(Ok(permit)) => self.permit = Some(permit),
+                Poll::Ready(Err(overloaded)) => {
+                    // Refused calls never reach the inner service.
+                    self.refused = Some(overloaded);
+                    return Poll::Ready(Ok(()));
                 }
+                Poll::Pending => return Poll::Pending,
             }
-        }
-        if let Admit::Refused(_) = self.admit {
-            // Refused calls never reach the inner service.
-            return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(err)) => {
                 // Gives the place back (dropping its permit).
-                self.admit = Admit::None;
+                self.permit = None;
                 Poll::Ready(Err(err.into()))
             }
         }
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        match mem::replace(&mut self.admit, Admit::None) {
-            Admit::Held(mut permit) => {
-                permit.start();
-                ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
-            }
-            Admit::Refused(overloaded) => {
+        if let Some(mut permit) = self.permit.take() {
+            permit.start();
+            return ResponseFuture::called(
+                self.inner.call(request),
+                permit,
+                self.classifier.clone(),
+            );
+        }
+        match self.refused.take() {
+            Some(overloaded) => {
                 self.limiter.count_refusal();
                 ResponseFuture::refused(overloaded, self.classifier.clone())
             }
-            Admit::None => panic!(
+            None => panic!(
                 "ConcurrencyLimit::call without a ready poll_ready on this instance (Tower contract)"
             ),
         }
