@@ -69,18 +69,32 @@ struct Control {
     estimate: f64,
 }
 
+/// The current window's accumulators, on their own cache line: timed
+/// completions write them, and admission (on `gate`) should not pay for it.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Accumulators {
+    rtt_sum: AtomicU64,
+    rtt_count: AtomicU64,
+    drops: AtomicU64,
+    refusals: AtomicU64,
+}
+
+/// The admission word, alone on its cache line (away from the `Arc`'s
+/// counts and the accumulators).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Gate(AtomicU64);
+
 /// One limiter, shared by a layer, its services and their futures.
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    gate: AtomicU64,
+    gate: Gate,
     limit: AtomicU32,
     /// `limit / 8` rounded down to a power of two, minus one (which
     /// admissions are timed).
     sample_mask: AtomicU32,
-    rtt_sum: AtomicU64,
-    rtt_count: AtomicU64,
-    drops: AtomicU64,
-    refusals_in_window: AtomicU64,
+    window: Accumulators,
     window_end: AtomicU64,
     refused: AtomicU64,
     waiting: AtomicUsize,
@@ -96,17 +110,19 @@ impl Limiter {
         let clock = Clock::new();
         let fixed = matches!(algorithm, Algorithm::Fixed);
         Self {
-            gate: AtomicU64::new(0),
+            gate: Gate(AtomicU64::new(0)),
             limit: AtomicU32::new(initial),
             sample_mask: AtomicU32::new(if fixed {
                 NEVER_TIMED
             } else {
                 sample_mask(initial)
             }),
-            rtt_sum: AtomicU64::new(0),
-            rtt_count: AtomicU64::new(0),
-            drops: AtomicU64::new(0),
-            refusals_in_window: AtomicU64::new(0),
+            window: Accumulators {
+                rtt_sum: AtomicU64::new(0),
+                rtt_count: AtomicU64::new(0),
+                drops: AtomicU64::new(0),
+                refusals: AtomicU64::new(0),
+            },
             window_end: AtomicU64::new(settings.min_window),
             refused: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
@@ -125,7 +141,7 @@ impl Limiter {
     #[inline]
     pub(crate) fn try_acquire(&self) -> Admission {
         let limit = self.limit.load(Ordering::Acquire);
-        let mut gate = self.gate.load(Ordering::Relaxed);
+        let mut gate = self.gate.0.load(Ordering::Relaxed);
         loop {
             let in_flight = (gate & IN_FLIGHT_MASK) as u32;
             if in_flight >= limit {
@@ -134,6 +150,7 @@ impl Limiter {
             let next = gate.wrapping_add(ADMISSION + 1);
             match self
                 .gate
+                .0
                 .compare_exchange_weak(gate, next, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
@@ -152,7 +169,7 @@ impl Limiter {
     #[cold]
     pub(crate) fn count_refusal(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        self.refusals_in_window.fetch_add(1, Ordering::Relaxed);
+        self.window.refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives one permit back.
@@ -160,7 +177,7 @@ impl Limiter {
     pub(crate) fn release(&self) {
         // SeqCst with the load of `waiting`, paired with `register`: either
         // a waiter sees this release, or this release sees the waiter.
-        self.gate.fetch_sub(1, Ordering::SeqCst);
+        self.gate.0.fetch_sub(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.wake_waiters();
         }
@@ -178,12 +195,13 @@ impl Limiter {
         let now = self.clock.now();
         match sample {
             Sample::Latency => {
-                self.rtt_sum
+                self.window
+                    .rtt_sum
                     .fetch_add(now.saturating_sub(start), Ordering::Relaxed);
-                self.rtt_count.fetch_add(1, Ordering::Relaxed);
+                self.window.rtt_count.fetch_add(1, Ordering::Relaxed);
             }
             Sample::Drop => {
-                self.drops.fetch_add(1, Ordering::Relaxed);
+                self.window.drops.fetch_add(1, Ordering::Relaxed);
             }
         }
         if now >= self.window_end.load(Ordering::Relaxed) {
@@ -193,7 +211,7 @@ impl Limiter {
 
     /// Calls in flight now.
     pub(crate) fn in_flight(&self) -> u32 {
-        (self.gate.load(Ordering::Acquire) & IN_FLIGHT_MASK) as u32
+        (self.gate.0.load(Ordering::Acquire) & IN_FLIGHT_MASK) as u32
     }
 
     /// The current limit.
@@ -220,15 +238,15 @@ impl Limiter {
         if now < self.window_end.load(Ordering::Relaxed) {
             return; // closed by another completion meanwhile
         }
-        let count = self.rtt_count.load(Ordering::Relaxed);
-        let drops = self.drops.load(Ordering::Relaxed);
+        let count = self.window.rtt_count.load(Ordering::Relaxed);
+        let drops = self.window.drops.load(Ordering::Relaxed);
         if count < self.settings.min_samples && drops == 0 {
             return; // too few samples yet: the window stays open
         }
-        let count = self.rtt_count.swap(0, Ordering::Relaxed);
-        let sum = self.rtt_sum.swap(0, Ordering::Relaxed);
-        let drops = self.drops.swap(0, Ordering::Relaxed);
-        let refusals = self.refusals_in_window.swap(0, Ordering::Relaxed);
+        let count = self.window.rtt_count.swap(0, Ordering::Relaxed);
+        let sum = self.window.rtt_sum.swap(0, Ordering::Relaxed);
+        let drops = self.window.drops.swap(0, Ordering::Relaxed);
+        let refusals = self.window.refusals.swap(0, Ordering::Relaxed);
         let old = self.limit.load(Ordering::Relaxed);
         let window = WindowSummary {
             rtt: (count > 0).then(|| sum as f64 / count as f64),
