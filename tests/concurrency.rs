@@ -113,7 +113,7 @@ async fn polling_ready_twice_reserves_once_and_a_clone_holds_nothing() {
 #[should_panic(expected = "Tower contract")]
 async fn call_without_poll_ready_panics() {
     let mut svc = fixed(1).layer(Mock::new());
-    let _ = svc.call(1);
+    drop(svc.call(1));
 }
 
 #[tokio::test(start_paused = true)]
