@@ -67,20 +67,20 @@ const DROP_GRADIENT: f64 = 0.9;
 /// limit'    = (1 - smoothing) * limit + smoothing * target
 /// ```
 ///
-/// where `rtt` is the window's mean and `baseline` the lowest window mean
-/// seen over the last one to two epochs of `epoch` windows. Netflix's
-/// Gradient2 takes an exponential average of every sample as its long-term
-/// latency; under sustained queueing that average climbs with the queue it
-/// should be measuring, so the limit drifts up with it (it settles near
-/// `tolerance` times the capacity, then creeps). A windowed minimum of
-/// window means is the latency the upstream shows when it is not queueing
-/// (Vegas' and Envoy's `minRTT`, BBR's min filter), while the mean over a
-/// whole window keeps single lucky samples out of it. It expires after at
-/// most two epochs, so an upstream that became slower for good is
-/// re-learnt; so that a limit kept full (and above the capacity) by demand
-/// does not let it expire into a queued latency, each epoch starts with a
-/// probe: two windows at 3/4 of the limit, as Envoy re-measures its
-/// `minRTT` at a low concurrency.
+/// where `rtt` is the window's mean and `baseline` the latency the upstream
+/// shows without a queue. Netflix's Gradient2 takes an exponential average
+/// of every sample as its long-term latency; under sustained queueing that
+/// average climbs with the queue it should be measuring, so the limit
+/// drifts up with it (it settles near `tolerance` times the capacity, then
+/// creeps). A minimum of window means would not climb, but it sits below
+/// the typical mean by the noise of the means, and on a noisy upstream
+/// the limit then shrinks for ever. So the baseline is *measured*, as
+/// Envoy measures its `minRTT`: once an epoch (after 10, 20, 40, then every
+/// `epoch` windows) a probe holds the limit at 3/4 for two windows (the
+/// first drains any queue, the second measures) and the measured mean is
+/// averaged into the baseline (half old, half new: noise halves, a lasting
+/// change is learnt within a few probes). Before the first probe, the
+/// running average of window means stands in.
 ///
 /// On a queue with `C` workers holding `L > C` calls, `rtt / baseline =
 /// L / C`, so `gradient * limit = tolerance * C`: each step heads for
@@ -90,9 +90,10 @@ pub(crate) struct Gradient2 {
     tolerance: f64,
     smoothing: f64,
     epoch: u32,
-    windows: u32,
-    current_min: f64,
-    previous_min: f64,
+    /// Windows until the next probe.
+    until_probe: u32,
+    probes: u32,
+    baseline: Option<f64>,
     /// While probing: windows left, and the limit to go back to.
     probe: Option<(u32, f64)>,
 }
@@ -100,40 +101,26 @@ pub(crate) struct Gradient2 {
 /// The limit while probing for the no-load latency, as a share of the
 /// limit before.
 const PROBE_FACTOR: f64 = 0.75;
-/// Windows a probe lasts: the first lets a queue drain, the second
-/// measures.
-const PROBE_WINDOWS: u32 = 2;
+/// Windows before the first probe (then twice as many before each next,
+/// up to the epoch).
+const FIRST_PROBE_AFTER: u32 = 10;
 
 impl Gradient2 {
     pub(crate) fn new(tolerance: f64, smoothing: f64, epoch: u32) -> Self {
+        let epoch = epoch.max(1);
         Self {
             tolerance,
             smoothing,
-            epoch: epoch.max(1),
-            windows: 0,
-            current_min: f64::INFINITY,
-            previous_min: f64::INFINITY,
+            epoch,
+            until_probe: FIRST_PROBE_AFTER.min(epoch),
+            probes: 0,
+            baseline: None,
             probe: None,
         }
     }
 
-    fn baseline(&self) -> Option<f64> {
-        let b = self.current_min.min(self.previous_min);
-        b.is_finite().then_some(b)
-    }
-
-    /// Takes a window mean into the baseline; says whether a new epoch
-    /// began.
-    fn observe(&mut self, rtt: f64) -> bool {
-        self.windows += 1;
-        let rotated = self.windows >= self.epoch;
-        if rotated {
-            self.windows = 0;
-            self.previous_min = self.current_min;
-            self.current_min = f64::INFINITY;
-        }
-        self.current_min = self.current_min.min(rtt);
-        rotated
+    pub(crate) fn baseline(&self) -> Option<f64> {
+        self.baseline
     }
 
     fn update(&mut self, limit: f64, window: &WindowSummary) -> f64 {
@@ -145,47 +132,50 @@ impl Gradient2 {
                 limit
             };
         };
-        let rotated = self.observe(rtt);
         if let Some((left, resume)) = self.probe {
-            // Probing: hold the limit low, then resume where it was (the
-            // next window decides afresh, against the fresh baseline).
-            self.probe = (left > 1).then_some((left - 1, resume));
-            return if left > 1 {
-                resume * PROBE_FACTOR
-            } else {
-                resume
-            };
+            if left > 1 {
+                // The draining window: hold.
+                self.probe = Some((left - 1, resume));
+                return resume * PROBE_FACTOR;
+            }
+            // The measuring window: no queue left at 3/4 of a limit that
+            // was at most a little above the capacity.
+            self.probe = None;
+            self.baseline = Some(self.baseline.map_or(rtt, |b| (b + rtt) / 2.0));
+            return resume;
         }
+        if self.probes == 0 {
+            // Before the first probe, every window's mean is averaged in (a
+            // stand-in: the limit starts small, mostly without a queue).
+            self.baseline = Some(self.baseline.map_or(rtt, |b| (b + rtt) / 2.0));
+        }
+        let baseline = self.baseline.unwrap_or(rtt);
         if !window.limited && window.drops == 0 {
             // Demand is below the limit: what the latency says about a
             // limit nobody reaches is noise (Netflix's "app-limited" rule).
             // Shrinking here would refuse the next burst for nothing.
             return limit;
         }
-        if rotated && window.limited {
-            // A limit that demand keeps full may sit above the capacity for
-            // ever, so no window of the epoch saw the upstream without a
-            // queue, and the baseline would climb with the queue when the
-            // old epoch expires. Envoy re-measures its minRTT at a low
-            // concurrency for the same reason; here, two windows at 3/4 of
-            // the limit once an epoch.
-            self.probe = Some((PROBE_WINDOWS - 1, limit));
+        self.until_probe = self.until_probe.saturating_sub(1);
+        if self.until_probe == 0 && window.drops == 0 {
+            self.probes += 1;
+            self.until_probe = FIRST_PROBE_AFTER
+                .saturating_mul(1 << self.probes.min(16))
+                .min(self.epoch);
+            self.probe = Some((2, limit));
             return limit * PROBE_FACTOR;
         }
-        let baseline = self.current_min.min(self.previous_min);
         let mut gradient = (self.tolerance * baseline / rtt).clamp(0.5, 1.0);
         if window.drops > 0 {
             gradient = gradient.min(DROP_GRADIENT);
         }
-        // Room to grow only while latency is within tolerance, nothing was
-        // dropped and demand reached the limit. Netflix adds a queue
-        // allowance to every step, which moves the fixed point to
-        // `tolerance * C + queue`; added only at gradient 1 it leaves the
-        // fixed point at `tolerance * C` and still grows by `sqrt(limit)`
-        // (before smoothing), fast from a small limit.
-        // Growth stops halfway to the tolerance: between there and the
-        // tolerance the limit holds, so it does not hunt around its fixed
-        // point.
+        // Room to grow only while latency is within tolerance and nothing
+        // was dropped. Netflix adds a queue allowance to every step, which
+        // moves the fixed point to `tolerance * C + queue`; added only here
+        // it leaves the fixed point at `tolerance * C` and still grows by
+        // `sqrt(limit)` (before smoothing), fast from a small limit. Growth
+        // stops halfway to the tolerance: between there and the tolerance
+        // the limit holds, so it does not hunt around its fixed point.
         let calm = rtt <= baseline * (1.0 + (self.tolerance - 1.0) / 2.0);
         let growth = if calm && gradient >= 1.0 && window.drops == 0 {
             limit.sqrt().max(1.0)
@@ -254,10 +244,18 @@ mod tests {
         assert_eq!(g.update(16.0, &window(100.0, false)), 16.0);
     }
 
+    /// Through the first probe, which measures `rtt` as the baseline.
+    fn measured(mut g: Gradient2, rtt: f64) -> Gradient2 {
+        while g.probes == 0 || g.probe.is_some() {
+            g.update(10.0, &window(rtt, true));
+        }
+        assert_eq!(g.baseline(), Some(rtt));
+        g
+    }
+
     #[test]
     fn gradient2_lands_near_the_capacity_in_one_unsmoothed_step() {
-        let mut g = Gradient2::new(1.0, 1.0, 100);
-        g.update(10.0, &window(10.0, true)); // baseline 10
+        let mut g = measured(Gradient2::new(1.0, 1.0, 100), 10.0);
         // 40 held by 20 workers: twice the latency.
         let next = g.update(40.0, &window(20.0, true));
         assert_eq!(next, 20.0);
@@ -265,15 +263,14 @@ mod tests {
 
     #[test]
     fn gradient2_never_more_than_halves_and_smooths() {
-        let mut g = Gradient2::new(1.0, 0.5, 100);
-        g.update(10.0, &window(1.0, true));
+        let mut g = measured(Gradient2::new(1.0, 0.5, 100), 1.0);
         let next = g.update(100.0, &window(1_000.0, true));
         assert_eq!(next, 0.5 * 100.0 + 0.5 * 50.0);
     }
 
     #[test]
-    fn gradient2_drops_shrink_and_the_baseline_expires() {
-        let mut g = Gradient2::new(1.0, 1.0, 2);
+    fn gradient2_drops_shrink() {
+        let mut g = Gradient2::new(1.0, 1.0, 100);
         let dropped = WindowSummary {
             rtt: None,
             drops: 1,
@@ -281,24 +278,47 @@ mod tests {
         };
         assert_eq!(g.update(10.0, &dropped), 9.0);
         g.update(10.0, &window(5.0, true));
-        assert_eq!(g.baseline(), Some(5.0));
-        // Two epochs of slower windows and the low one is forgotten.
-        for _ in 0..4 {
-            g.update(10.0, &window(8.0, false));
-        }
-        assert_eq!(g.baseline(), Some(8.0));
+        let dropped = WindowSummary {
+            rtt: Some(5.0),
+            drops: 1,
+            limited: true,
+        };
+        assert_eq!(g.update(10.0, &dropped), 9.0);
     }
 
     #[test]
-    fn gradient2_probes_below_a_full_limit_once_an_epoch() {
-        let mut g = Gradient2::new(1.0, 1.0, 3);
-        assert_eq!(g.update(40.0, &window(10.0, true)), 40.0 + 40f64.sqrt());
-        assert_eq!(g.update(40.0, &window(10.0, true)), 40.0 + 40f64.sqrt());
-        // The epoch ends: two windows at 3/4, then back to the limit.
+    fn gradient2_probes_and_measures_the_baseline() {
+        let mut g = Gradient2::new(1.0, 1.0, 100);
+        assert_eq!(g.update(40.0, &window(12.0, true)), 40.0 + 40f64.sqrt());
+        assert_eq!(g.baseline(), Some(12.0)); // window means stand in
+        for _ in 0..8 {
+            g.update(40.0, &window(12.0, true));
+        }
+        assert_eq!(g.baseline(), Some(12.0));
+        // The tenth window: a probe, two windows at 3/4, then back.
         assert_eq!(g.update(40.0, &window(12.0, true)), 30.0);
-        assert_eq!(g.update(30.0, &window(10.0, true)), 40.0);
-        assert_eq!(g.baseline(), Some(10.0));
-        assert_eq!(g.update(40.0, &window(10.0, true)), 40.0 + 40f64.sqrt());
+        assert_eq!(g.update(30.0, &window(11.0, true)), 30.0); // draining
+        assert_eq!(g.update(30.0, &window(10.0, true)), 40.0); // measuring
+        assert_eq!(g.baseline(), Some(11.0)); // (12 + 10) / 2
+        // The next probe comes 20 windows later.
+        for _ in 0..19 {
+            assert_ne!(g.update(40.0, &window(11.0, true)), 30.0);
+        }
+        assert_eq!(g.update(40.0, &window(11.0, true)), 30.0);
+    }
+
+    #[test]
+    fn gradient2_holds_a_limit_demand_does_not_reach() {
+        let mut g = Gradient2::new(1.1, 1.0, 100);
+        g.update(10.0, &window(10.0, true));
+        assert_eq!(g.update(10.0, &window(100.0, false)), 10.0);
+        for _ in 0..50 {
+            assert_eq!(
+                g.update(10.0, &window(10.0, false)),
+                10.0,
+                "no probe either"
+            );
+        }
     }
 
     #[test]

@@ -148,6 +148,10 @@ struct Shared<R> {
 /// A server with a fixed number of workers and a FIFO queue in front.
 struct Servers {
     service_time: Duration,
+    /// `(fraction, seed)`: each service time is drawn in
+    /// `service_time * (1 ± fraction)`.
+    jitter: Option<(f64, u64)>,
+    booked: u64,
     /// When each worker is next free.
     free_at: Vec<Instant>,
 }
@@ -160,7 +164,13 @@ impl Servers {
             return Duration::MAX; // no worker: the request never ends
         };
         let start = (*worker).max(now);
-        *worker = start + self.service_time;
+        let mut service = self.service_time;
+        if let Some((fraction, seed)) = self.jitter {
+            let u = unit_interval(seed, self.booked);
+            service = service.mul_f64((1.0 + fraction * (2.0 * u - 1.0)).max(0.0));
+        }
+        self.booked += 1;
+        *worker = start + service;
         *worker - now
     }
 
@@ -317,8 +327,27 @@ impl<R> Mock<R> {
     pub fn servers(self, workers: usize, service_time: Duration) -> Self {
         *self.shared.servers.lock().unwrap() = Some(Servers {
             service_time,
+            jitter: None,
+            booked: 0,
             free_at: vec![Instant::now(); workers],
         });
+        self
+    }
+
+    /// Spreads a [`servers`](Self::servers) upstream's service times
+    /// evenly over `service_time * (1 ± fraction)` (`fraction` in `0..=1`),
+    /// drawn from a generator seeded with `seed`. No effect without
+    /// `servers`.
+    pub fn service_jitter(self, fraction: f64, seed: u64) -> Self {
+        if let Some(servers) = self.shared.servers.lock().unwrap().as_mut() {
+            // NaN (bad input) means no jitter rather than a panic later.
+            let fraction = if fraction.is_nan() {
+                0.0
+            } else {
+                fraction.clamp(0.0, 1.0)
+            };
+            servers.jitter = Some((fraction, seed));
+        }
         self
     }
 
