@@ -311,7 +311,8 @@ async fn gradient2_settles_near_capacity_follows_it_and_keeps_p99_low() {
     for (phase, settle) in run.settle_times().into_iter().enumerate() {
         let settle =
             settle.unwrap_or_else(|| panic!("phase {phase} never settled: {:?}", run.timeline));
-        assert!(settle <= 3.0, "phase {phase} settled after {settle} s");
+        // Measured: 0.5 s, 0.6 s, 0.3 s.
+        assert!(settle <= 1.0, "phase {phase} settled after {settle} s");
     }
     // p99 of admitted requests within 2x the unloaded latency (20 ms).
     assert!(
@@ -319,9 +320,10 @@ async fn gradient2_settles_near_capacity_follows_it_and_keeps_p99_low() {
         "p99 {:?}",
         run.percentile(0.99)
     );
-    // Goodput: at least 90 % of what the upstream can serve (1000/s, 500/s, 1000/s).
+    // Goodput: at least 95 % of what the upstream can serve (1000/s,
+    // 500/s, 1000/s; measured 98 %).
     let capacity = (1000.0 + 500.0 + 1000.0) / 3.0;
-    assert!(run.goodput() >= 0.9 * capacity, "goodput {}", run.goodput());
+    assert!(run.goodput() >= 0.95 * capacity, "goodput {}", run.goodput());
 }
 
 #[tokio::test(start_paused = true)]
@@ -390,6 +392,15 @@ async fn beside_the_peers_on_the_same_upstream() {
 
     for run in &runs {
         println!("{}", run.report());
+        if std::env::var_os("SIM_TIMELINE").is_some() {
+            let limits: Vec<String> = run
+                .timeline
+                .iter()
+                .step_by(10)
+                .map(|p| p.1.to_string())
+                .collect();
+            println!("  limit every second: {}", limits.join(" "));
+        }
     }
     let ours = &runs[0];
     let ours_settle: f64 = ours.settle_times().iter().map(|s| s.unwrap()).sum();
@@ -411,7 +422,7 @@ async fn beside_the_peers_on_the_same_upstream() {
 
 /// The same run with service times spread evenly over 10 to 30 ms (seeded):
 /// latency is noisy even without a queue, so the window means and the
-/// baseline (a minimum of window means) differ by noise alone.
+/// baseline differ by noise alone.
 #[tokio::test(start_paused = true)]
 async fn gradient2_on_a_noisy_upstream() {
     let layer = ConcurrencyLimitLayer::gradient2()

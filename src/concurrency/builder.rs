@@ -66,7 +66,7 @@ pub struct ConcurrencyLimitBuilder<C = ErrorsAsFailures> {
     max: Option<u32>,
     tolerance: Option<f64>,
     smoothing: Option<f64>,
-    baseline_windows: Option<u32>,
+    probe_every: Option<u32>,
     backoff: Option<f64>,
     increase: Option<u32>,
     window: (Duration, Duration),
@@ -85,7 +85,7 @@ impl ConcurrencyLimitBuilder {
             max: None,
             tolerance: None,
             smoothing: None,
-            baseline_windows: None,
+            probe_every: None,
             backoff: None,
             increase: None,
             window: (Duration::from_millis(10), Duration::from_secs(1)),
@@ -147,11 +147,13 @@ impl<C> ConcurrencyLimitBuilder<C> {
         self
     }
 
-    /// Gradient2: the no-load latency is the lowest window mean of the last
-    /// `n` to `2n` windows (default 100), so a lasting change of the
-    /// upstream's own latency is learnt within `2n` windows.
-    pub fn baseline_windows(mut self, n: u32) -> Self {
-        self.baseline_windows = Some(n);
+    /// Gradient2: windows between two probes of the no-load latency, once
+    /// the first few are done (default 100; the first comes after 10
+    /// windows, then 20, 40, ...). A probe holds the limit at 3/4 for two
+    /// windows: more often learns a change of the upstream's own latency
+    /// sooner, and costs more throughput.
+    pub fn probe_every(mut self, n: u32) -> Self {
+        self.probe_every = Some(n);
         self
     }
 
@@ -214,7 +216,7 @@ impl<C> ConcurrencyLimitBuilder<C> {
             max: self.max,
             tolerance: self.tolerance,
             smoothing: self.smoothing,
-            baseline_windows: self.baseline_windows,
+            probe_every: self.probe_every,
             backoff: self.backoff,
             increase: self.increase,
             window: self.window,
@@ -235,7 +237,7 @@ impl<C> ConcurrencyLimitBuilder<C> {
         let gradient_only = [
             ("tolerance", self.tolerance.is_some()),
             ("smoothing", self.smoothing.is_some()),
-            ("baseline_windows", self.baseline_windows.is_some()),
+            ("probe_every", self.probe_every.is_some()),
         ];
         let aimd_only = [
             ("backoff_ratio", self.backoff.is_some()),
@@ -311,7 +313,7 @@ impl<C> ConcurrencyLimitBuilder<C> {
                 Algorithm::Gradient2(Gradient2::new(
                     tolerance,
                     smoothing,
-                    self.baseline_windows.unwrap_or(100),
+                    self.probe_every.unwrap_or(100),
                 ))
             }
             Kind::Aimd(threshold) => {

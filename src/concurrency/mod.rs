@@ -51,18 +51,22 @@
 //!
 //! - **Gradient2** ([`ConcurrencyLimitLayer::gradient2`], the default
 //!   choice): `gradient = clamp(tolerance * baseline / rtt, 0.5, 1)`,
-//!   `limit' = gradient * limit`, plus `sqrt(limit)` while the gradient is 1 and demand reaches the limit, smoothed. `baseline` is the
-//!   no-load latency: the lowest window mean over the last 100 to 200
-//!   windows. Netflix's Gradient2 uses a long exponential average of all
-//!   samples there, which climbs with the very queue it should detect, so
-//!   its limit settles at about `tolerance` (1.5 by default) times the
-//!   capacity and creeps up from there; tower-acc's port inherits that. A
-//!   windowed minimum of window means stays at the no-load latency (the
-//!   `minRTT` of Envoy and Vegas) while the mean over a window keeps single
-//!   lucky samples out. On an upstream with `C` workers holding `L > C`
-//!   calls, latency is `L / C` times the no-load latency, so one step lands
-//!   near `tolerance * C`. The default tolerance, 1.1, settles within about
-//!   15 % of the capacity.
+//!   `limit' = gradient * limit`, plus `sqrt(limit)` while latency is
+//!   within half the tolerance, smoothed. `baseline` is the no-load
+//!   latency, *measured*: once an epoch (after 10, 20, 40, then every 100
+//!   windows) a probe holds the limit at 3/4 for two windows, the first to
+//!   drain any queue, the second to measure, as Envoy re-measures its
+//!   `minRTT` at low concurrency. Netflix's Gradient2 uses a long
+//!   exponential average of all samples there, which climbs with the very
+//!   queue it should detect, so its limit settles at about `tolerance`
+//!   (1.5 by default) times the capacity and creeps up from there;
+//!   tower-acc's port inherits that. (A minimum of window means would not
+//!   climb, but sits below the typical mean by the noise of the means:
+//!   on a noisy upstream the limit then shrinks to the minimum.) On an
+//!   upstream with `C` workers holding `L > C` calls, latency is `L / C`
+//!   times the no-load latency, so each step heads for `tolerance * C`.
+//!   The default tolerance, 1.1, settles within about 10 % above the
+//!   capacity.
 //! - **AIMD** ([`ConcurrencyLimitLayer::aimd`]): `+1` after a window that
 //!   reached the limit, `x 0.9` after one with a drop or a mean latency
 //!   above a threshold you give. Predictable; slow to grow; it needs you to
