@@ -323,7 +323,11 @@ async fn gradient2_settles_near_capacity_follows_it_and_keeps_p99_low() {
     // Goodput: at least 95 % of what the upstream can serve (1000/s,
     // 500/s, 1000/s; measured 98 %).
     let capacity = (1000.0 + 500.0 + 1000.0) / 3.0;
-    assert!(run.goodput() >= 0.95 * capacity, "goodput {}", run.goodput());
+    assert!(
+        run.goodput() >= 0.95 * capacity,
+        "goodput {}",
+        run.goodput()
+    );
 }
 
 #[tokio::test(start_paused = true)]
