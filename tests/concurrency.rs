@@ -304,3 +304,19 @@ async fn the_limit_moves_are_traced() {
     assert!(out.contains("concurrency limit changed"), "{out}");
     assert!(out.contains("limiter=\"db\" from=4 to=5"), "{out}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_endless_wait_bound_neither_panics_nor_gives_up() {
+    let layer = ConcurrencyLimitLayer::fixed(1)
+        .max_wait(Duration::MAX)
+        .sample_window(Duration::MAX, Duration::MAX)
+        .build()
+        .unwrap();
+    let svc = layer.layer(Mock::new().latency(Duration::from_secs(3600)));
+    let first = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    assert!(svc.oneshot(2).await.is_ok());
+    assert_eq!(start.elapsed(), Duration::from_secs(7200));
+    assert!(first.await.unwrap().is_ok());
+}

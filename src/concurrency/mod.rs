@@ -239,9 +239,12 @@ impl<S, C> ConcurrencyLimit<S, C> {
         let Some(max_wait) = self.max_wait else {
             return Poll::Ready(refused);
         };
-        let deadline = *self
-            .wait_until
-            .get_or_insert_with(|| Instant::now() + max_wait);
+        let deadline = *self.wait_until.get_or_insert_with(|| {
+            let now = Instant::now();
+            // A bound too far to add is "for ever" (a century), not a panic.
+            now.checked_add(max_wait)
+                .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+        });
         self.limiter.register(cx.waker());
         // Again after registering: a place freed in between is not missed.
         if let Admission::Admitted { timed } = self.limiter.try_acquire() {

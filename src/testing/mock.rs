@@ -324,6 +324,29 @@ impl<R> Mock<R> {
     /// latency is added on top; a dropped call keeps its worker busy (the
     /// server does not know the client left). Change the number of workers
     /// while running with [`MockHandle::set_workers`].
+    ///
+    /// ```
+    /// use palisade::testing::Mock;
+    /// use std::time::Duration;
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let upstream = Mock::<u64>::new().servers(2, Duration::from_millis(10));
+    /// let start = tokio::time::Instant::now();
+    /// let calls = (0..4).map(|n| {
+    ///     let svc = upstream.clone();
+    ///     async move {
+    ///         svc.oneshot(n).await.unwrap();
+    ///         start.elapsed()
+    ///     }
+    /// });
+    /// let took = futures::future::join_all(calls).await;
+    /// // Two workers: two calls wait their turn behind the first two.
+    /// let ms = Duration::from_millis;
+    /// assert_eq!(took, [ms(10), ms(10), ms(20), ms(20)]);
+    /// # }
+    /// ```
     pub fn servers(self, workers: usize, service_time: Duration) -> Self {
         *self.shared.servers.lock().unwrap() = Some(Servers {
             service_time,

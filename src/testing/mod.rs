@@ -7,8 +7,9 @@
 //!   ([`Mock::fail_rate`]: the same seed replays the same failures), or
 //!   decide each call from its number and request ([`Mock::outcome_fn`]);
 //! - add latency ([`Mock::latency`], [`Step::after`]), or behave like a
-//!   server with a fixed number of workers and a queue ([`Mock::servers`]),
-//!   whose latency grows with the calls held beyond its capacity;
+//!   server with a fixed number of workers and a queue ([`Mock::servers`],
+//!   with seeded [jitter](Mock::service_jitter)), whose latency grows with
+//!   the calls held beyond its capacity;
 //! - limit its own concurrency through `poll_ready` ([`Mock::capacity`]) and
 //!   fail `poll_ready` on a script ([`Mock::ready_script`]);
 //! - count calls, successes, failures, cancellations and calls in flight
