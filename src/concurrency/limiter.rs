@@ -309,6 +309,12 @@ impl Limiter {
             waiters.push(waker.clone());
             self.waiting.fetch_add(1, Ordering::SeqCst);
         }
+        drop(waiters);
+        // Orders the registration before the caller's next look at `gate`
+        // (a relaxed load in `try_acquire`): with `release`'s SeqCst
+        // `fetch_sub` then load of `waiting`, either the waiter sees the
+        // place freed or the releaser sees the waiter.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
     #[cold]
