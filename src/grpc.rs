@@ -79,6 +79,8 @@
 //! | [`CircuitOpen`] | `UNAVAILABLE` (14) | milliseconds until the next probe, rounded up |
 //! | [`RateLimited`] | `RESOURCE_EXHAUSTED` (8) | milliseconds until admitted, rounded up |
 //! | [`InsufficientCapacity`] | `FAILED_PRECONDITION` (9) | `-1`: do not retry |
+//! | [`Overloaded`] (concurrency limit) | `UNAVAILABLE` (14) | none: no wait is known; the client's own backoff decides (as Envoy's adaptive concurrency answers 503) |
+//! | [`UnknownKey`] (strict `ClientIp`) | `INTERNAL` (13) | none: the server cannot identify the client, its own misconfiguration |
 //! | a [`Status`] | passed through unchanged | whatever it carries |
 //! | anything else, server side ([`status_from_error`]) | `UNKNOWN` (2), fixed message | none |
 //! | anything else, client side ([`client_status`]) | tonic's `Status::from_error` | none |
@@ -218,6 +220,8 @@
 //! [`CircuitOpen`]: crate::circuit_breaker::CircuitOpen
 //! [`RateLimited`]: crate::RateLimited
 //! [`InsufficientCapacity`]: crate::rate_limit::InsufficientCapacity
+//! [`Overloaded`]: crate::concurrency::Overloaded
+//! [`UnknownKey`]: crate::rate_limit::UnknownKey
 //! [`Status`]: tonic::Status
 
 mod classify;

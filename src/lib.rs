@@ -17,6 +17,8 @@
 //! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
 //!   sliding log, unkeyed or per key, refusing at once or waiting
 //!   ([`RateLimitLayer`]).
+//! - [`concurrency`]: an adaptive concurrency limit (Gradient2, AIMD)
+//!   that refuses the excess at once ([`ConcurrencyLimitLayer`]).
 //! - [`batch`]: fan a list of requests out and settle every one, in order
 //!   ([`BatchLayer`], [`batch::settle_all`]).
 //!
@@ -30,12 +32,15 @@
 //!   trailers-only gRPC responses, a client's errors as the right `Status`,
 //!   gRPC's retry policy (A6, with server pushback), and classifiers reading
 //!   gRPC codes.
+//! - `testing` (feature `test-util`): the scripted mock upstream palisade's
+//!   own tests use, for testing your own stacks in paused time.
 //!
 //! # Errors
 //!
 //! Layers that add a failure of their own return [`BoxError`] wrapping a
 //! small public type to downcast: [`circuit_breaker::CircuitOpen`],
-//! [`RateLimited`], [`rate_limit::InsufficientCapacity`]. Retry passes the
+//! [`RateLimited`], [`rate_limit::InsufficientCapacity`],
+//! [`concurrency::Overloaded`]. Retry passes the
 //! inner error through; a batch never fails (one `Result` per item).
 //!
 //! ```
@@ -79,12 +84,15 @@ pub mod backoff;
 pub mod batch;
 pub mod circuit_breaker;
 pub mod classify;
+pub mod concurrency;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 mod clock;
 mod rng;
@@ -94,6 +102,7 @@ pub use backoff::{Backoff, Jitter};
 pub use batch::BatchLayer;
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::{Classify, Outcome};
+pub use concurrency::{ConcurrencyLimitLayer, Overloaded};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};
 

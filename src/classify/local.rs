@@ -2,7 +2,8 @@
 //!
 //! A breaker's [`CircuitOpen`], a limiter's [`RateLimited`],
 //! [`InsufficientCapacity`] and [`UnknownKey`] (a strict key extractor
-//! that identified no client) are decided *here*, without calling the
+//! that identified no client), a concurrency limit's [`Overloaded`] are
+//! decided *here*, without calling the
 //! upstream: they say nothing about its health. Counted as failures they do
 //! harm: one greedy client's 429s open a breaker stacked above the limiter
 //! for every client, and a retry above an open breaker hammers it. So every
@@ -20,6 +21,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use crate::circuit_breaker::CircuitOpen;
+use crate::concurrency::Overloaded;
 use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
 /// A refusal made by a palisade layer in this process, not by the upstream.
@@ -44,9 +46,10 @@ use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LocalRejection {
     /// When the same request could be admitted: `Some(wait)` for "not now"
-    /// (an open breaker, a rate limit), `None` for "never" (a request
-    /// costing more than a limiter can ever admit, a client a strict limiter
-    /// could not identify): waiting does not help.
+    /// (an open breaker, a rate limit), `None` for "return it at once":
+    /// waiting does not help (a request costing more than a limiter can ever
+    /// admit, a client a strict limiter could not identify) or there is no
+    /// wait to tell (a concurrency limit's refusal).
     pub retry_after: Option<Duration>,
 }
 
@@ -99,7 +102,7 @@ pub fn local_rejection_of<E: 'static>(error: &E) -> Option<LocalRejection> {
     if let Some(limited) = any.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
-    if any.is::<InsufficientCapacity>() || any.is::<UnknownKey>() {
+    if any.is::<InsufficientCapacity>() || any.is::<UnknownKey>() || any.is::<Overloaded>() {
         return Some(NEVER);
     }
     None
@@ -113,7 +116,7 @@ fn rejection_itself(e: &(dyn Error + 'static)) -> Option<LocalRejection> {
     if let Some(limited) = e.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
-    if e.is::<InsufficientCapacity>() || e.is::<UnknownKey>() {
+    if e.is::<InsufficientCapacity>() || e.is::<UnknownKey>() || e.is::<Overloaded>() {
         return Some(NEVER);
     }
     None
@@ -222,6 +225,18 @@ mod tests {
             cost: 5,
             capacity: 2,
         }));
+        assert_eq!(
+            local_rejection_of(&Overloaded {
+                limit: 1,
+                in_flight: 1
+            }),
+            Some(NEVER)
+        );
+        let overloaded: BoxError = Box::new(Overloaded {
+            limit: 1,
+            in_flight: 1,
+        });
+        assert_eq!(local_rejection(&*overloaded), Some(NEVER));
         assert!(!is_local(&"text"));
         assert!(!is_local(&()));
         let other: BoxError = "boom".into();

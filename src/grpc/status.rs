@@ -9,7 +9,8 @@ use tonic::{Code, Status};
 
 use super::RETRY_PUSHBACK_MS;
 use crate::circuit_breaker::CircuitOpen;
-use crate::rate_limit::{InsufficientCapacity, RateLimited};
+use crate::concurrency::Overloaded;
+use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
 /// The [`Status`] for an error from a palisade stack; see the
 /// [module docs](super) for the mapping.
@@ -47,6 +48,8 @@ pub(crate) enum Rejection<'a> {
     Open(&'a CircuitOpen),
     Limited(&'a RateLimited),
     Capacity(&'a InsufficientCapacity),
+    Overloaded(&'a Overloaded),
+    UnknownKey(&'a UnknownKey),
 }
 
 /// The first `Status` or palisade rejection in `error`'s chain.
@@ -64,6 +67,12 @@ pub(crate) fn find<'a>(error: &'a (dyn Error + 'static)) -> Option<Found<'a>> {
         }
         if let Some(capacity) = e.downcast_ref::<InsufficientCapacity>() {
             return Some(Found::Rejection(Rejection::Capacity(capacity)));
+        }
+        if let Some(overloaded) = e.downcast_ref::<Overloaded>() {
+            return Some(Found::Rejection(Rejection::Overloaded(overloaded)));
+        }
+        if let Some(unknown) = e.downcast_ref::<UnknownKey>() {
+            return Some(Found::Rejection(Rejection::UnknownKey(unknown)));
         }
         next = e.source();
     }
@@ -100,6 +109,18 @@ impl Rejection<'_> {
                     .insert(RETRY_PUSHBACK_MS, MetadataValue::from(-1_i64));
                 (status, Arc::new(capacity.clone()))
             }
+            // No wait is known for a place to free: no pushback, so the
+            // client's own backoff decides.
+            Rejection::Overloaded(overloaded) => (
+                Status::unavailable("service overloaded"),
+                Arc::new(*overloaded),
+            ),
+            // The server cannot tell who the client is: its deployment is at
+            // fault, and the client can change nothing.
+            Rejection::UnknownKey(unknown) => (
+                Status::internal("client address unknown"),
+                Arc::new(unknown.clone()),
+            ),
         };
         status.set_source(source.unwrap_or(own));
         status
@@ -139,5 +160,22 @@ mod tests {
         assert_eq!(pushback_ms(Duration::from_millis(1500)), 1500);
         assert_eq!(pushback_ms(Duration::from_nanos(1_500_000_001)), 1501);
         assert_eq!(pushback_ms(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn overload_and_unknown_clients_have_their_codes_and_no_pushback() {
+        let overloaded: crate::BoxError = Box::new(Overloaded {
+            limit: 4,
+            in_flight: 4,
+        });
+        let status = status_from_error(&*overloaded);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.metadata().get(RETRY_PUSHBACK_MS).is_none());
+        assert!(crate::classify::local_rejection_of(&status).is_some());
+
+        let unknown: crate::BoxError = Box::new(UnknownKey);
+        let status = status_from_error(&*unknown);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(status.metadata().get(RETRY_PUSHBACK_MS).is_none());
     }
 }

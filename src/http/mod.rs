@@ -8,6 +8,7 @@
 //! | [`RateLimited`] | 429 Too Many Requests | seconds until admitted, rounded up |
 //! | [`InsufficientCapacity`] | 413 Content Too Large | none: waiting never helps |
 //! | [`UnknownKey`] (strict [`ClientIp`]) | 500 Internal Server Error | none: the server cannot identify the client |
+//! | [`Overloaded`] (concurrency limit) | 503 Service Unavailable | none: no wait is known (as Envoy's adaptive concurrency answers) |
 //! | anything else | 500 Internal Server Error | none |
 //!
 //! `Retry-After` is rounded *up* and is never `0` while the client is
@@ -102,6 +103,7 @@ use http::{HeaderValue, Response, StatusCode};
 use tower::Layer;
 
 use crate::circuit_breaker::CircuitOpen;
+use crate::concurrency::Overloaded;
 use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
 mod body;
@@ -164,6 +166,14 @@ fn classify_error(error: &(dyn Error + 'static)) -> (StatusCode, Option<Duration
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
                 "request exceeds the rate limit's capacity",
+            );
+        }
+        if e.is::<Overloaded>() {
+            // No wait is known for a place to free: no `Retry-After`.
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "service unavailable: overloaded",
             );
         }
         if e.is::<UnknownKey>() {
@@ -239,6 +249,17 @@ mod tests {
             retry_after_value(Duration::MAX),
             u64::MAX.to_string().as_str()
         );
+    }
+
+    #[test]
+    fn overload_is_503_without_retry_after_and_marked_local() {
+        let err: crate::BoxError = Box::new(Overloaded {
+            limit: 4,
+            in_flight: 4,
+        });
+        let res: Response<String> = error_response(&*err);
+        assert_eq!(res.status(), 503);
+        assert!(res.headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]
