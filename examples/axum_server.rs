@@ -1,94 +1,255 @@
-//! palisade in front of axum handlers: `cargo run --example axum_server`.
+//! palisade in front of a real axum server.
 //!
-//! A router whose handler starts failing with `500`, behind a rate limiter
-//! and a circuit breaker that counts `5xx` answers as failures. Requests are
-//! driven in-process (`tower::ServiceExt::oneshot`), so the example needs no
-//! port and finishes at once; the same `app` is what you would hand to
-//! `axum::serve`. Time is tokio's paused clock.
+//! ```text
+//! cargo run --features axum --example axum_server                 # serve 127.0.0.1:3000 until Ctrl-C
+//! cargo run --features axum --example axum_server -- --self-test  # serve 127.0.0.1:0, call it, exit
+//! ```
+//!
+//! The stack, outermost first: `ErrorResponseLayer` (errors become 429 / 503
+//! with `Retry-After`), a rate limiter keyed per client by
+//! `ClientIp::peer()` (read from axum's `ConnectInfo`, which
+//! `into_make_service_with_connect_info::<SocketAddr>()` stores), and a
+//! circuit breaker that counts `5xx` answers as failures. `GET /` answers
+//! `hello`; `GET /flaky` always fails with `500`.
+//!
+//! With `--self-test` the example sends requests to itself from 127.0.0.1,
+//! 127.0.0.2 and 127.0.0.3 (three distinct peers on loopback) with a real
+//! HTTP/1 client, prints what each got, checks it, and exits: non-zero if
+//! the server did not answer as described.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering::SeqCst};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use palisade::circuit_breaker::{CircuitBreakerHandle, State};
 use palisade::classify::ServerErrorsAsFailures;
-use palisade::http::ErrorResponseLayer;
+use palisade::http::{ClientIp, ErrorResponseLayer};
+use palisade::rate_limit::RateLimitHandle;
 use palisade::{BoxError, CircuitBreakerLayer, RateLimitLayer};
-use tower::{ServiceBuilder, ServiceExt};
+use tokio::net::{TcpListener, TcpSocket};
+use tower::ServiceBuilder;
 
-async fn handler(State(status): State<Arc<AtomicU16>>) -> StatusCode {
-    StatusCode::from_u16(status.load(SeqCst)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
+/// Each client: 5 at once, then 5 per minute (one every 12 s).
+const BURST: u64 = 5;
+/// How long the breaker stays open before a probe.
+const OPEN_FOR: Duration = Duration::from_secs(1);
 
-#[tokio::main(flavor = "current_thread", start_paused = true)]
-async fn main() -> Result<(), BoxError> {
-    let upstream_status = Arc::new(AtomicU16::new(200));
+/// The router and handles on its limiter and breaker.
+fn app() -> Result<(Router, RateLimitHandle, CircuitBreakerHandle), BoxError> {
+    let per_client = RateLimitLayer::token_bucket(BURST, Duration::from_secs(60))
+        .burst(BURST)
+        .keyed(ClientIp::peer())
+        .build()?;
     let breaker = CircuitBreakerLayer::consecutive_failures(3)
-        .open_for(Duration::from_secs(10))
+        .open_for(OPEN_FOR)
         .classifier(ServerErrorsAsFailures)
         .build()?;
-    let breaker_state = breaker.handle();
-
-    let app = Router::new()
-        .route("/", get(handler))
-        .with_state(upstream_status.clone())
+    let handles = (per_client.handle(), breaker.handle());
+    let router = Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route(
+            "/flaky",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "the database is down\n") }),
+        )
         .layer(
             ServiceBuilder::new()
-                .layer(ErrorResponseLayer::new()) // errors -> 429 / 503 + Retry-After
-                .layer(
-                    RateLimitLayer::token_bucket(5, Duration::from_secs(1))
-                        .burst(5)
-                        .build()?,
-                )
-                .layer(breaker),
+                .layer(ErrorResponseLayer::new()) // outermost: errors -> responses, `Infallible`
+                .layer(per_client) // refuses a greedy client before anything counts it
+                .layer(breaker), // next to the handlers whose 5xx it counts
         );
+    Ok((router, handles.0, handles.1))
+}
 
-    let send = |label: &'static str| {
-        let app = app.clone();
-        let breaker_state = breaker_state.clone();
-        async move {
-            let response = app
-                .oneshot(
-                    Request::get("/")
-                        .body(Body::empty())
-                        .expect("valid request"),
-                )
-                .await
-                .expect("infallible");
-            let retry_after = response
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let self_test = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--self-test") => true,
+        Some(other) => return Err(format!("unknown argument {other:?}; try --self-test").into()),
+    };
+    let (router, limiter, breaker) = app()?;
+    let listener = TcpListener::bind(if self_test {
+        "127.0.0.1:0"
+    } else {
+        "127.0.0.1:3000"
+    })
+    .await?;
+    let addr = listener.local_addr()?;
+    // `ClientIp::peer()` reads the `ConnectInfo<SocketAddr>` this stores.
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    );
+
+    if !self_test {
+        println!("listening on http://{addr} (Ctrl-C to stop); try:");
+        println!("  for i in $(seq 7); do curl -si http://{addr}/ | head -1; done");
+        println!("  curl -si http://{addr}/flaky   # three of these open the breaker");
+        server
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        return Ok(());
+    }
+
+    let server = tokio::spawn(async move { server.await });
+    println!("serving on http://{addr}; calling it from three loopback peers\n");
+    let result = self_test_against(addr, &limiter, &breaker).await;
+    server.abort();
+    result?;
+    println!("\nself-test passed");
+    Ok(())
+}
+
+/// Sends the requests, prints and checks the answers.
+async fn self_test_against(
+    addr: SocketAddr,
+    limiter: &RateLimitHandle,
+    breaker: &CircuitBreakerHandle,
+) -> Result<(), BoxError> {
+    let [a, b, c] = [1, 2, 3].map(|last| Ipv4Addr::new(127, 0, 0, last));
+    let mut checks = Checks::default();
+
+    println!("three clients, one request each: each has its own limit");
+    for peer in [a, b, c] {
+        let reply = request(addr, peer, "/").await?;
+        checks.expect(&reply, 200, None);
+    }
+
+    println!("\n127.0.0.2 keeps going: its burst of {BURST} is spent, then 429 with Retry-After");
+    // Its first request above spent one token: BURST - 1 left.
+    for i in 0..BURST + 1 {
+        let reply = request(addr, b, "/").await?;
+        if i + 1 < BURST {
+            checks.expect(&reply, 200, None);
+        } else {
+            // About 12 s, rounded up: the exact figure depends on timing.
+            checks.expect(&reply, 429, Some(ANY));
+        }
+    }
+    println!("\n...while 127.0.0.3 is untouched by it");
+    let reply = request(addr, c, "/").await?;
+    checks.expect(&reply, 200, None);
+
+    println!("\nthe handler fails three times: the breaker opens for everyone");
+    for _ in 0..3 {
+        let reply = request(addr, a, "/flaky").await?;
+        checks.expect(&reply, 500, None);
+    }
+    let reply = request(addr, c, "/").await?;
+    checks.expect(&reply, 503, Some("1"));
+    checks.state(breaker, State::Open);
+
+    println!("\n{OPEN_FOR:?} later a probe succeeds and closes it");
+    tokio::time::sleep(OPEN_FOR + Duration::from_millis(50)).await;
+    let reply = request(addr, c, "/").await?;
+    checks.expect(&reply, 200, None);
+    checks.state(breaker, State::Closed);
+
+    println!(
+        "\nlimiter: {} admitted, {} refused, {} client keys, {} requests without a known peer",
+        limiter.admitted(),
+        limiter.rejected(),
+        limiter.keys(),
+        limiter.unknown_key_requests(),
+    );
+    if limiter.keys() != 3 || limiter.unknown_key_requests() != 0 {
+        checks
+            .failed
+            .push("expected 3 client keys and no unknown peer".into());
+    }
+    checks.finish()
+}
+
+/// What one request got.
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+}
+
+/// `GET path` on a new HTTP/1 connection from `from`, bounded to 10 s.
+async fn request(to: SocketAddr, from: Ipv4Addr, path: &str) -> Result<Reply, BoxError> {
+    let reply = tokio::time::timeout(Duration::from_secs(10), async {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((from, 0)))?;
+        let stream = socket.connect(to).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let request = hyper::Request::get(path)
+            .header("host", to.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        let reply = Reply {
+            status: response.status().as_u16(),
+            retry_after: response
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .map(|v| format!(" Retry-After: {v}"))
-                .unwrap_or_default();
-            let status = response.status().to_string();
-            println!(
-                "{label:<24} -> {status:<26}{retry_after:<16} breaker {:?}",
-                breaker_state.state()
-            );
+                .map(str::to_owned),
+        };
+        response.into_body().collect().await?;
+        drop(sender);
+        conn.await??;
+        Ok::<_, BoxError>(reply)
+    })
+    .await??;
+    let retry_after = reply
+        .retry_after
+        .as_deref()
+        .map(|v| format!("Retry-After: {v}"))
+        .unwrap_or_default();
+    println!(
+        "  {from:<10} GET {path:<7} -> {} {retry_after}",
+        reply.status
+    );
+    Ok(reply)
+}
+
+/// Any `Retry-After` value, as long as there is one.
+const ANY: &str = "any";
+
+/// Expectations met or not, reported at the end.
+#[derive(Default)]
+struct Checks {
+    failed: Vec<String>,
+}
+
+impl Checks {
+    fn expect(&mut self, reply: &Reply, status: u16, retry_after: Option<&str>) {
+        let retry_after_ok = match (reply.retry_after.as_deref(), retry_after) {
+            (Some(got), Some(ANY)) => got.parse::<u64>().is_ok_and(|secs| secs >= 1),
+            (got, expected) => got == expected,
+        };
+        if reply.status != status || !retry_after_ok {
+            self.failed.push(format!(
+                "expected {status} {retry_after:?}, got {} {:?}",
+                reply.status, reply.retry_after
+            ));
         }
-    };
-
-    println!("a burst of 7 requests against 5 per second:");
-    for _ in 0..7 {
-        send("GET / (healthy)").await;
     }
 
-    tokio::time::advance(Duration::from_secs(1)).await;
-    println!("\nthe handler starts answering 500; the breaker counts Ok(500) as failure:");
-    upstream_status.store(500, SeqCst);
-    for _ in 0..4 {
-        send("GET / (handler fails)").await;
+    fn state(&mut self, breaker: &CircuitBreakerHandle, state: State) {
+        println!("  breaker: {:?}", breaker.state());
+        if breaker.state() != state {
+            self.failed.push(format!(
+                "expected the breaker {state:?}, it is {:?}",
+                breaker.state()
+            ));
+        }
     }
 
-    tokio::time::advance(Duration::from_secs(10)).await;
-    println!("\n10 s later the handler has recovered; a probe closes the breaker:");
-    upstream_status.store(200, SeqCst);
-    send("GET / (probe)").await;
-    send("GET / (closed again)").await;
-    Ok(())
+    fn finish(self) -> Result<(), BoxError> {
+        if self.failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("self-test failed:\n  {}", self.failed.join("\n  ")).into())
+        }
+    }
 }

@@ -17,6 +17,8 @@
 //! - [`rate_limit`]: token bucket (GCRA), sliding-window counter and exact
 //!   sliding log, unkeyed or per key, refusing at once or waiting
 //!   ([`RateLimitLayer`]).
+//! - [`concurrency`]: an adaptive concurrency limit (Gradient2, AIMD)
+//!   that refuses the excess at once ([`ConcurrencyLimitLayer`]).
 //! - [`batch`]: fan a list of requests out and settle every one, in order
 //!   ([`BatchLayer`], [`batch::settle_all`]).
 //!
@@ -24,15 +26,21 @@
 //! - [`classify`]: what counts as a failure (an `Ok(500)` can).
 //! - [`backoff`]: exponential backoff with jitter.
 //! - `http` (feature `http`): rejections as `503` / `429` responses with
-//!   `Retry-After`, client-IP keys, for axum and hyper servers.
+//!   `Retry-After`, client-IP keys, for axum and hyper servers; request
+//!   bodies buffered so retries can resend them.
 //! - `grpc` (feature `tonic`): rejections as `tonic::Status` and
-//!   trailers-only gRPC responses, and classifiers reading gRPC codes.
+//!   trailers-only gRPC responses, a client's errors as the right `Status`,
+//!   gRPC's retry policy (A6, with server pushback), and classifiers reading
+//!   gRPC codes.
+//! - `testing` (feature `test-util`): the scripted mock upstream palisade's
+//!   own tests use, for testing your own stacks in paused time.
 //!
 //! # Errors
 //!
 //! Layers that add a failure of their own return [`BoxError`] wrapping a
 //! small public type to downcast: [`circuit_breaker::CircuitOpen`],
-//! [`RateLimited`], [`rate_limit::InsufficientCapacity`]. Retry passes the
+//! [`RateLimited`], [`rate_limit::InsufficientCapacity`],
+//! [`concurrency::Overloaded`]. Retry passes the
 //! inner error through; a batch never fails (one `Result` per item).
 //!
 //! ```
@@ -76,12 +84,15 @@ pub mod backoff;
 pub mod batch;
 pub mod circuit_breaker;
 pub mod classify;
+pub mod concurrency;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 mod clock;
 mod rng;
@@ -91,12 +102,19 @@ pub use backoff::{Backoff, Jitter};
 pub use batch::BatchLayer;
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::{Classify, Outcome};
+pub use concurrency::{ConcurrencyLimitLayer, Overloaded};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};
 
 // The README's examples are compiled and run as doctests (they use every
 // feature, so only when every feature is on: `cargo test --all-features`).
-#[cfg(all(doctest, feature = "http", feature = "tonic"))]
+#[cfg(all(
+    doctest,
+    feature = "http",
+    feature = "tonic",
+    feature = "axum",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -9,21 +9,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::routing::get;
 use palisade::RateLimitLayer;
 use palisade::http::{ClientIp, ClientKey, ErrorResponseLayer};
+use palisade::rate_limit::RateLimitHandle;
 use proptest::prelude::*;
 use tower::{ServiceBuilder, ServiceExt};
 
 const PROXY: &str = "10.0.0.1:443";
-
-/// The shape of axum's `ConnectInfo<SocketAddr>`, which axum's
-/// connect-info service puts in every request's extensions. axum exports it
-/// only with its `tokio` feature (hyper and all), which this crate's
-/// dev-dependency leaves off; the extension lookup is the same.
-#[derive(Clone, Copy, Debug)]
-struct ConnectInfo<T>(T);
 
 fn ip(text: &str) -> ClientKey {
     ClientKey::Ip(text.parse().unwrap())
@@ -70,16 +65,76 @@ fn peer_is_the_socket_addr_extension_and_ignores_headers() {
     );
 }
 
+/// What `axum::serve(.., app.into_make_service_with_connect_info::<SocketAddr>())`
+/// stores: axum's `ConnectInfo<SocketAddr>`, not a bare `SocketAddr`.
+#[cfg(feature = "axum")]
 #[test]
-fn peer_from_reads_axum_connect_info() {
+fn peer_reads_axum_connect_info_without_configuration() {
     let mut req = Request::new(Body::empty());
-    let addr: SocketAddr = "[2001:db8::7]:80".parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(addr));
-    // The default looks for a bare SocketAddr, which axum does not insert.
+    req.extensions_mut().insert(ConnectInfo(
+        "[2001:db8::7]:80".parse::<SocketAddr>().unwrap(),
+    ));
+    assert_eq!(ClientIp::peer().key(&req), ip("2001:db8::"));
+    // The peer of a trust of 0 proxies and of `proxied_by` is found too.
+    assert_eq!(ClientIp::x_forwarded_for(0).key(&req), ip("2001:db8::"));
+    let via_proxy = ClientIp::x_forwarded_for(1).proxied_by(|peer| peer.is_loopback());
+    let mut direct = xff(&["6.6.6.6"]);
+    direct.extensions_mut().remove::<SocketAddr>();
+    direct
+        .extensions_mut()
+        .insert(ConnectInfo("192.0.2.1:9".parse::<SocketAddr>().unwrap()));
+    assert_eq!(via_proxy.key(&direct), ip("192.0.2.1"));
+}
+
+/// What tonic's server stores, for plain TCP and (beside its
+/// `TlsConnectInfo`) for TLS connections: `TcpConnectInfo`.
+#[cfg(feature = "tonic")]
+#[test]
+fn peer_reads_tonic_tcp_connect_info_without_configuration() {
+    use tonic::transport::server::TcpConnectInfo;
+    let mut req = Request::new(Body::empty());
+    req.extensions_mut().insert(TcpConnectInfo {
+        local_addr: Some("127.0.0.1:50051".parse().unwrap()),
+        remote_addr: Some("192.0.2.44:40000".parse().unwrap()),
+    });
+    assert_eq!(ClientIp::peer().key(&req), ip("192.0.2.44"));
+    // A connection tonic could not read the peer of: unknown, not the local address.
+    let mut req = Request::new(Body::empty());
+    req.extensions_mut().insert(TcpConnectInfo {
+        local_addr: Some("127.0.0.1:50051".parse().unwrap()),
+        remote_addr: None,
+    });
     assert_eq!(ClientIp::peer().key(&req), ClientKey::Unknown);
+}
+
+/// Without palisade's `axum` feature, axum's extension cannot be named:
+/// unknown (and warned about, counted), unless `peer_from` says where.
+#[test]
+fn peer_from_replaces_the_default_lookup() {
+    #[derive(Clone)]
+    struct OwnConnInfo {
+        remote: SocketAddr,
+    }
+    let mut req = Request::new(Body::empty());
+    req.extensions_mut().insert(OwnConnInfo {
+        remote: "192.0.2.8:1".parse().unwrap(),
+    });
+    assert_eq!(ClientIp::peer().key(&req), ClientKey::Unknown);
+    let own = ClientIp::peer().peer_from(|ext| ext.get::<OwnConnInfo>().map(|c| c.remote));
+    assert_eq!(own.key(&req), ip("192.0.2.8"));
+    // It replaces the default: a bare SocketAddr is no longer read.
+    let bare = request(Some("192.0.2.9:1"), &[]);
+    assert_eq!(own.key(&bare), ClientKey::Unknown);
+
+    let mut axum_req = Request::new(Body::empty());
+    axum_req
+        .extensions_mut()
+        .insert(ConnectInfo("192.0.2.7:1".parse::<SocketAddr>().unwrap()));
     let axum_peer =
         ClientIp::peer().peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
-    assert_eq!(axum_peer.key(&req), ip("2001:db8::"));
+    assert_eq!(axum_peer.key(&axum_req), ip("192.0.2.7"));
+    #[cfg(not(feature = "axum"))]
+    assert_eq!(ClientIp::peer().key(&axum_req), ClientKey::Unknown);
 }
 
 #[test]
@@ -536,4 +591,117 @@ async fn a_client_bypassing_the_proxy_is_keyed_by_its_own_address() {
     }
     // Nor can it borrow a proxied client's key by naming it.
     assert_eq!(get_via(&app, "192.0.2.2:1", &["203.0.113.7"]).await, OK);
+}
+
+// ---- requests no client is identified for -------------------------------
+
+/// `GET /` behind `ErrorResponseLayer` and a token bucket of one request
+/// per 10 s, keyed by `client_ip` itself (a `KeyExtractor`, so the limiter
+/// sees which keys are unknown).
+fn app_keyed_by(client_ip: ClientIp) -> (Router, RateLimitHandle) {
+    let limiter = RateLimitLayer::token_bucket(1, Duration::from_secs(10))
+        .keyed(client_ip)
+        .build()
+        .unwrap();
+    let handle = limiter.handle();
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(
+        ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .layer(limiter),
+    );
+    (app, handle)
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Option<String>) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (res.status(), retry_after)
+}
+
+const UNKNOWN_REFUSED: (StatusCode, Option<String>) = (StatusCode::INTERNAL_SERVER_ERROR, None);
+
+#[tokio::test(start_paused = true)]
+async fn requests_without_a_peer_share_one_key_and_are_counted() {
+    let (app, handle) = app_keyed_by(ClientIp::peer());
+    assert_eq!(send(&app, request(None, &[])).await, OK);
+    // Another client without a peer address: the same, spent key.
+    let forged = request(None, &[("x-forwarded-for", b"203.0.113.9")]);
+    assert_eq!(send(&app, forged).await, limited("10"));
+    assert_eq!(handle.unknown_key_requests(), 2);
+    assert_eq!(handle.keys(), 1);
+    // A known peer has its own key and is not counted as unknown.
+    assert_eq!(send(&app, request(Some("192.0.2.1:1"), &[])).await, OK);
+    assert_eq!(handle.unknown_key_requests(), 2);
+    assert_eq!(
+        (handle.keys(), handle.admitted(), handle.rejected()),
+        (2, 2, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refuse_unknown_answers_500_without_retry_after_and_spares_known_peers() {
+    let (app, handle) = app_keyed_by(ClientIp::peer().refuse_unknown());
+    for _ in 0..3 {
+        assert_eq!(send(&app, request(None, &[])).await, UNKNOWN_REFUSED);
+    }
+    let res = app.clone().oneshot(request(None, &[])).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"internal server error: client address unknown");
+    assert_eq!(handle.unknown_key_requests(), 4);
+    assert_eq!((handle.admitted(), handle.rejected()), (0, 4));
+    // A refused request holds no key and spends no one's limit.
+    assert_eq!(handle.keys(), 0);
+    assert_eq!(send(&app, request(Some("192.0.2.1:1"), &[])).await, OK);
+    assert_eq!(
+        send(&app, request(Some("192.0.2.1:2"), &[])).await,
+        limited("10")
+    );
+    assert_eq!(send(&app, request(Some("192.0.2.2:1"), &[])).await, OK);
+    assert_eq!(handle.unknown_key_requests(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unusable_trusted_header_entries_are_counted_and_refusable() {
+    let bad = || xff(&["203.0.113.7, garbage"]);
+    let (app, handle) = app_keyed_by(ClientIp::x_forwarded_for(1));
+    assert_eq!(send(&app, bad()).await, OK);
+    assert_eq!(send(&app, xff(&[])).await, limited("10"));
+    assert_eq!(handle.unknown_key_requests(), 2);
+
+    let (strict, handle) = app_keyed_by(ClientIp::x_forwarded_for(1).refuse_unknown());
+    assert_eq!(send(&strict, bad()).await, UNKNOWN_REFUSED);
+    assert_eq!(send(&strict, xff(&[])).await, UNKNOWN_REFUSED);
+    assert_eq!(send(&strict, xff(&["203.0.113.7"])).await, OK);
+    assert_eq!(handle.unknown_key_requests(), 2);
+    // Bypassing the proxy without a peer address is unknown too.
+    let (strict, handle) = app_keyed_by(
+        ClientIp::x_forwarded_for(1)
+            .proxied_by(|peer| peer.is_loopback())
+            .refuse_unknown(),
+    );
+    let no_peer = request(None, &[("x-forwarded-for", b"203.0.113.7")]);
+    assert_eq!(send(&strict, no_peer).await, UNKNOWN_REFUSED);
+    assert_eq!(handle.unknown_key_requests(), 1);
+}
+
+/// A closure's keys are all known to the limiter: it counts nothing and
+/// refuses nothing (documented on `ClientIp::into_fn`).
+#[tokio::test(start_paused = true)]
+async fn a_closure_extractor_is_never_unknown_to_the_limiter() {
+    let limiter = RateLimitLayer::token_bucket(1, Duration::from_secs(10))
+        .keyed(ClientIp::peer().refuse_unknown().into_fn::<Body>())
+        .build()
+        .unwrap();
+    let handle = limiter.handle();
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(
+        ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .layer(limiter),
+    );
+    assert_eq!(send(&app, request(None, &[])).await, OK);
+    assert_eq!(send(&app, request(None, &[])).await, limited("10"));
+    assert_eq!(handle.unknown_key_requests(), 0);
 }

@@ -1,7 +1,9 @@
 //! palisade's own refusals, told apart from the upstream's failures.
 //!
-//! A breaker's [`CircuitOpen`], an adaptive throttle's [`Throttled`], a limiter's [`RateLimited`] and
-//! [`InsufficientCapacity`] are decided *here*, without calling the
+//! A breaker's [`CircuitOpen`], an adaptive throttle's [`Throttled`], a
+//! limiter's [`RateLimited`], [`InsufficientCapacity`] and [`UnknownKey`]
+//! (a strict key extractor that identified no client), a concurrency
+//! limit's [`Overloaded`] are decided *here*, without calling the
 //! upstream: they say nothing about its health. Counted as failures they do
 //! harm: one greedy client's 429s open a breaker stacked above the limiter
 //! for every client, and a retry above an open breaker hammers it. So every
@@ -19,7 +21,8 @@ use std::error::Error;
 use std::time::Duration;
 
 use crate::circuit_breaker::{CircuitOpen, Throttled};
-use crate::rate_limit::{InsufficientCapacity, RateLimited};
+use crate::concurrency::Overloaded;
+use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
 /// A refusal made by a palisade layer in this process, not by the upstream.
 ///
@@ -43,8 +46,10 @@ use crate::rate_limit::{InsufficientCapacity, RateLimited};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LocalRejection {
     /// When the same request could be admitted: `Some(wait)` for "not now"
-    /// (an open breaker, a rate limit), `None` for "never" (a request
-    /// costing more than a limiter can ever admit): waiting does not help.
+    /// (an open breaker, a rate limit), `None` for "return it at once":
+    /// waiting does not help (a request costing more than a limiter can ever
+    /// admit, a client a strict limiter could not identify) or there is no
+    /// wait to tell (a concurrency limit's refusal).
     pub retry_after: Option<Duration>,
 }
 
@@ -100,7 +105,7 @@ pub fn local_rejection_of<E: 'static>(error: &E) -> Option<LocalRejection> {
     if let Some(limited) = any.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
-    if any.is::<InsufficientCapacity>() {
+    if any.is::<InsufficientCapacity>() || any.is::<UnknownKey>() || any.is::<Overloaded>() {
         return Some(NEVER);
     }
     None
@@ -117,7 +122,7 @@ fn rejection_itself(e: &(dyn Error + 'static)) -> Option<LocalRejection> {
     if let Some(limited) = e.downcast_ref::<RateLimited>() {
         return Some(not_now(limited.retry_after));
     }
-    if e.is::<InsufficientCapacity>() {
+    if e.is::<InsufficientCapacity>() || e.is::<UnknownKey>() || e.is::<Overloaded>() {
         return Some(NEVER);
     }
     None
@@ -190,6 +195,9 @@ mod tests {
             capacity: 2,
         });
         assert_eq!(local_rejection(&*never), Some(NEVER));
+        let unknown: BoxError = Box::new(UnknownKey);
+        assert_eq!(local_rejection(&*unknown), Some(NEVER));
+        assert!(is_local(&UnknownKey));
     }
 
     #[test]
@@ -223,6 +231,18 @@ mod tests {
             cost: 5,
             capacity: 2,
         }));
+        assert_eq!(
+            local_rejection_of(&Overloaded {
+                limit: 1,
+                in_flight: 1
+            }),
+            Some(NEVER)
+        );
+        let overloaded: BoxError = Box::new(Overloaded {
+            limit: 1,
+            in_flight: 1,
+        });
+        assert_eq!(local_rejection(&*overloaded), Some(NEVER));
         assert!(!is_local(&"text"));
         assert!(!is_local(&()));
         let other: BoxError = "boom".into();

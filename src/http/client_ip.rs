@@ -4,11 +4,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::{FORWARDED, HeaderName};
 use http::{Extensions, HeaderMap, Request};
 
-use crate::rate_limit::KeyExtractor;
+use crate::rate_limit::{KeyExtractor, KeyStatus};
 
 // `X-Forwarded-For` and `X-Real-IP` are not in `http`'s list of standard names.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -25,7 +26,9 @@ pub enum ClientKey {
     /// The client's address: IPv4, or IPv6 cut to the configured prefix
     /// (the prefix's first address, e.g. `2001:db8:1:2::` for a `/64`).
     Ip(IpAddr),
-    /// No trustworthy address: every such request shares this one key.
+    /// No trustworthy address: every such request shares this one key
+    /// (counted by a keyed limiter, refused with
+    /// [`ClientIp::refuse_unknown`]).
     Unknown,
 }
 
@@ -82,7 +85,9 @@ pub struct InvalidPrefixLength(pub u8);
 ///   entry that is not an address (`unknown`, an obfuscated `_node`,
 ///   garbage). All such requests share *one* limit, so sending garbage can
 ///   never mint keys; the price is that they throttle each other, which is
-///   also how a misconfiguration shows up (every client limited together).
+///   also how a misconfiguration shows up (every client limited together):
+///   so it is warned about, counted, and can be refused (see
+///   [below](ClientIp#when-no-client-is-identified)).
 /// - **IPv6 by prefix.** A single subscriber usually holds a whole `/64`
 ///   and picks addresses from it at will, so by default an IPv6 address is
 ///   keyed by its `/64` ([`ipv6_prefix`](ClientIp::ipv6_prefix) changes it;
@@ -111,23 +116,46 @@ pub struct InvalidPrefixLength(pub u8);
 ///
 /// # The peer address
 ///
-/// [`ClientIp::peer`] reads a [`SocketAddr`] from the request's extensions,
-/// where hyper-based servers can put it. axum puts it in
-/// `ConnectInfo<SocketAddr>` instead (with
-/// `into_make_service_with_connect_info::<SocketAddr>()`); palisade does not
-/// depend on axum, so tell [`ClientIp`] where to look with
+/// [`ClientIp::peer`] reads the connection's peer address where servers
+/// put it, with no configuration:
+///
+/// | server | extension | needs |
+/// |---|---|---|
+/// | axum, `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())` | `axum::extract::ConnectInfo<SocketAddr>` | palisade's feature `axum` (axum 0.8) |
+/// | tonic, `Server::builder()…serve(addr)` (also with tonic's TLS) | `tonic::transport::server::TcpConnectInfo` | palisade's feature `tonic` |
+/// | hyper or your own accept loop | a plain [`SocketAddr`] | nothing |
+///
+/// The features only let palisade *name* those types (axum's
+/// `ConnectInfo` needs axum's `tokio` feature, tonic's `TcpConnectInfo`
+/// tonic's `server` feature, both of which a server using them has on
+/// already); palisade does not depend on axum otherwise. Anywhere else
+/// (axum served without `into_make_service_with_connect_info`, tonic over
+/// `serve_with_incoming` with your own TLS stream, whose extension is
+/// `TlsConnectInfo<TcpConnectInfo>`), tell [`ClientIp`] where to look with
 /// [`peer_from`](ClientIp::peer_from):
 ///
 /// ```
 /// use palisade::http::ClientIp;
 /// use std::net::SocketAddr;
-/// // use axum::extract::ConnectInfo;  (axum's `tokio` feature)
-/// # #[derive(Clone)] struct ConnectInfo<T>(T);
+/// # #[derive(Clone)] struct MyConnInfo { remote: SocketAddr }
 ///
 /// let client_ip = ClientIp::peer()
-///     .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+///     .peer_from(|ext| ext.get::<MyConnInfo>().map(|info| info.remote));
 /// # let _ = client_ip;
 /// ```
+///
+/// # When no client is identified
+///
+/// A request for which no address is found is keyed
+/// [`ClientKey::Unknown`], and every such request shares one limit: behind a
+/// misconfigured server, every client throttles every other. So it is never
+/// silent:
+/// - the first one in the process logs a `tracing` warning naming the fix;
+/// - a keyed limiter counts them:
+///   [`RateLimitHandle::unknown_key_requests`](crate::rate_limit::RateLimitHandle::unknown_key_requests);
+/// - [`refuse_unknown`](ClientIp::refuse_unknown) makes the limiter refuse
+///   them instead, with [`UnknownKey`](crate::rate_limit::UnknownKey) (a
+///   `500` from the HTTP error layer; a local rejection for classifiers).
 ///
 /// # Example
 ///
@@ -140,7 +168,7 @@ pub struct InvalidPrefixLength(pub u8);
 /// // One reverse proxy in front of the server, appending to X-Forwarded-For.
 /// let client_ip = ClientIp::x_forwarded_for(1);
 /// let limiter = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
-///     .keyed(client_ip.into_fn::<String>())
+///     .keyed(client_ip)
 ///     .build()?;
 /// # let _ = limiter;
 ///
@@ -159,6 +187,8 @@ pub struct ClientIp {
     peer: fn(&Extensions) -> Option<SocketAddr>,
     /// Which peers may set the header; `None`: every peer.
     is_proxy: Option<fn(IpAddr) -> bool>,
+    /// Strict: the limiter refuses a request keyed [`ClientKey::Unknown`].
+    refuse_unknown: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,12 +205,82 @@ impl fmt::Debug for ClientIp {
             .field("source", &self.source)
             .field("ipv6_prefix", &self.ipv6_mask.count_ones())
             .field("proxied_by", &self.is_proxy.is_some())
+            .field("refuse_unknown", &self.refuse_unknown)
             .finish_non_exhaustive()
     }
 }
 
-fn socket_addr_extension(extensions: &Extensions) -> Option<SocketAddr> {
-    extensions.get::<SocketAddr>().copied()
+/// The peer address where servers put it; see "The peer address" in
+/// [`ClientIp`]'s docs. Each lookup is one `TypeId` probe of the
+/// extensions' map.
+fn peer_address(extensions: &Extensions) -> Option<SocketAddr> {
+    if let Some(addr) = extensions.get::<SocketAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(*addr);
+    }
+    // tonic inserts `TcpConnectInfo` for TLS connections too, beside
+    // `TlsConnectInfo<TcpConnectInfo>`.
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr)
+    {
+        return Some(addr);
+    }
+    None
+}
+
+/// Why a request was keyed [`ClientKey::Unknown`], for the one warning.
+#[derive(Debug, Clone, Copy)]
+enum Unknown {
+    NoPeer,
+    NoHeaderAddress,
+}
+
+static WARNED_NO_PEER: AtomicBool = AtomicBool::new(false);
+static WARNED_NO_HEADER_ADDRESS: AtomicBool = AtomicBool::new(false);
+
+/// Warns the first time in the process a request is keyed unknown for
+/// `why`: the sign of a misconfiguration, once, naming the fix. A client
+/// can trigger the header one at will, hence once, never per request.
+#[cold]
+#[inline(never)]
+fn warn_once(why: Unknown, source: Source) {
+    let flag = match why {
+        Unknown::NoPeer => &WARNED_NO_PEER,
+        Unknown::NoHeaderAddress => &WARNED_NO_HEADER_ADDRESS,
+    };
+    if flag.load(Ordering::Relaxed) || flag.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match why {
+        Unknown::NoPeer => tracing::warn!(
+            ?source,
+            "palisade ClientIp found no peer address in a request's extensions: such requests \
+             share one rate limit (ClientKey::Unknown). Behind axum, serve \
+             `app.into_make_service_with_connect_info::<SocketAddr>()` and enable palisade's \
+             `axum` feature; behind tonic, enable palisade's `tonic` feature; elsewhere, say \
+             where the address is with `ClientIp::peer_from`. Logged once; \
+             `RateLimitHandle::unknown_key_requests` counts them, \
+             `ClientIp::refuse_unknown` refuses them."
+        ),
+        Unknown::NoHeaderAddress => tracing::warn!(
+            ?source,
+            "palisade ClientIp found no usable address where the configured header should \
+             hold it: such requests share one rate limit (ClientKey::Unknown). Check that \
+             every request reaches the server through as many proxies as configured, each \
+             appending (X-Forwarded-For, Forwarded) or setting (X-Real-IP) the address it \
+             saw; if clients can also reach the server directly, say which peers are your \
+             proxies with `ClientIp::proxied_by`. Logged once; \
+             `RateLimitHandle::unknown_key_requests` counts them, \
+             `ClientIp::refuse_unknown` refuses them."
+        ),
+    }
 }
 
 impl ClientIp {
@@ -188,14 +288,17 @@ impl ClientIp {
         Self {
             source,
             ipv6_mask: prefix_mask(64),
-            peer: socket_addr_extension,
+            peer: peer_address,
             is_proxy: None,
+            refuse_unknown: false,
         }
     }
 
-    /// The peer address of the connection: a [`SocketAddr`] in the
-    /// request's extensions (or wherever [`peer_from`](Self::peer_from)
-    /// says). For a server no proxy stands in front of.
+    /// The peer address of the connection, found where axum, tonic and
+    /// hyper-based servers put it (see
+    /// [the peer address](Self#the-peer-address)), or wherever
+    /// [`peer_from`](Self::peer_from) says. For a server no proxy stands in
+    /// front of.
     pub const fn peer() -> Self {
         Self::with(Source::Peer)
     }
@@ -241,9 +344,11 @@ impl ClientIp {
         Ok(self)
     }
 
-    /// Where the peer address is (default: a [`SocketAddr`] extension).
-    /// Used by [`peer`](Self::peer) and by a trust of 0 proxies. For axum:
-    /// `|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)`.
+    /// Where the peer address is, replacing the default lookup (a
+    /// [`SocketAddr`], axum's `ConnectInfo<SocketAddr>` with feature
+    /// `axum`, tonic's `TcpConnectInfo` with feature `tonic`). Used by
+    /// [`peer`](Self::peer), by [`proxied_by`](Self::proxied_by) and by a
+    /// trust of 0 proxies.
     pub const fn peer_from(mut self, peer: fn(&Extensions) -> Option<SocketAddr>) -> Self {
         self.peer = peer;
         self
@@ -272,6 +377,41 @@ impl ClientIp {
         self
     }
 
+    /// Strict mode: a keyed rate limiter refuses a request keyed
+    /// [`ClientKey::Unknown`] with
+    /// [`UnknownKey`](crate::rate_limit::UnknownKey) (answered `500` by the
+    /// HTTP error layer) instead of limiting it under the key every such
+    /// request shares. For a server that must always know its peer: a
+    /// missing address is then a loud error, not one bucket for everyone.
+    ///
+    /// ```
+    /// use palisade::RateLimitLayer;
+    /// use palisade::http::ClientIp;
+    /// use palisade::rate_limit::UnknownKey;
+    /// use std::time::Duration;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let limiter = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
+    ///     .keyed(ClientIp::peer().refuse_unknown())
+    ///     .build()?;
+    /// let handle = limiter.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(limiter)
+    ///     .service_fn(|_req: http::Request<()>| async { Ok::<_, palisade::BoxError>("hi") });
+    ///
+    /// // No peer address anywhere in the extensions: refused, and counted.
+    /// let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+    /// assert!(err.is::<UnknownKey>());
+    /// assert_eq!(handle.unknown_key_requests(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub const fn refuse_unknown(mut self) -> Self {
+        self.refuse_unknown = true;
+        self
+    }
+
     /// The key of `request`.
     pub fn key<B>(&self, request: &Request<B>) -> ClientKey {
         self.key_from_parts(request.headers(), request.extensions())
@@ -284,7 +424,7 @@ impl ClientIp {
             match (self.peer)(extensions).map(|addr| addr.ip().to_canonical()) {
                 Some(peer) if is_proxy(peer) => {}
                 Some(client) => return ClientKey::Ip(self.normalise(client)),
-                None => return ClientKey::Unknown,
+                None => return self.unknown(Unknown::NoPeer),
             }
         }
         let ip = match self.source {
@@ -297,15 +437,24 @@ impl ClientIp {
         };
         match ip {
             Some(ip) => ClientKey::Ip(self.normalise(ip)),
-            None => ClientKey::Unknown,
+            None if self.source == Source::Peer => self.unknown(Unknown::NoPeer),
+            None => self.unknown(Unknown::NoHeaderAddress),
         }
     }
 
     /// This extractor as a closure over `http::Request<B>` (name `B` if it
     /// cannot be inferred), for code that wants an `Fn` rather than a
-    /// [`KeyExtractor`].
+    /// [`KeyExtractor`]. A limiter keyed by the closure neither counts
+    /// unknown keys nor honours [`refuse_unknown`](Self::refuse_unknown)
+    /// (a closure's keys are all known to it); the warning is still logged.
     pub fn into_fn<B>(self) -> impl Fn(&Request<B>) -> ClientKey + Clone + Send + Sync {
         move |request| self.key(request)
+    }
+
+    #[cold]
+    fn unknown(&self, why: Unknown) -> ClientKey {
+        warn_once(why, self.source);
+        ClientKey::Unknown
     }
 
     fn normalise(&self, ip: IpAddr) -> IpAddr {
@@ -321,6 +470,15 @@ impl<B> KeyExtractor<Request<B>> for ClientIp {
 
     fn extract(&self, request: &Request<B>) -> ClientKey {
         self.key(request)
+    }
+
+    #[inline]
+    fn status(&self, key: &ClientKey) -> KeyStatus {
+        match (key, self.refuse_unknown) {
+            (ClientKey::Ip(_), _) => KeyStatus::Known,
+            (ClientKey::Unknown, false) => KeyStatus::Unknown,
+            (ClientKey::Unknown, true) => KeyStatus::Refuse,
+        }
     }
 }
 

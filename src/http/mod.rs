@@ -7,6 +7,8 @@
 //! | [`CircuitOpen`] | 503 Service Unavailable | seconds until the next probe, rounded up |
 //! | [`RateLimited`] | 429 Too Many Requests | seconds until admitted, rounded up |
 //! | [`InsufficientCapacity`] | 413 Content Too Large | none: waiting never helps |
+//! | [`UnknownKey`] (strict [`ClientIp`]) | 500 Internal Server Error | none: the server cannot identify the client |
+//! | [`Overloaded`] (concurrency limit) | 503 Service Unavailable | none: no wait is known (as Envoy's adaptive concurrency answers) |
 //! | anything else | 500 Internal Server Error | none |
 //!
 //! `Retry-After` is rounded *up* and is never `0` while the client is
@@ -27,15 +29,32 @@
 //! [`ServerErrorsAsFailures`](crate::classify::ServerErrorsAsFailures) counts
 //! `5xx` answers as failures, so a breaker behind axum trips on `Ok(500)`.
 //!
+//! # Retrying requests with bodies
+//!
+//! An `http::Request` is not `Clone`, so a retry layer over an HTTP or gRPC
+//! client could never send one again. [`BufferBodyLayer`], above the retry
+//! layer, keeps bodies of up to 64 KiB that are available at once (a unary
+//! gRPC message, a small JSON document) in memory, and [`CloneBuffered`],
+//! the retry layer's
+//! [`clone_request`](crate::retry::RetryLayerBuilder::clone_request),
+//! copies such requests whole. A larger or streaming body is sent once,
+//! with a warning the first time. Works for tonic's, axum's and
+//! http-body-util's body types ([`ReplayBody`]).
+//!
 //! # Client-IP keys
 //!
 //! [`ClientIp`] keys a [keyed](crate::rate_limit::RateLimitBuilder::keyed)
 //! limiter by client address, read from the one source you trust: the
 //! connection's peer, or the `X-Forwarded-For` / `Forwarded` entry that your
 //! own proxies wrote, counted from the *right* (the leftmost entry is
-//! whatever the client sent). Requests without a trustworthy address share
-//! one [`ClientKey::Unknown`], so garbage cannot mint keys; IPv6 clients are
-//! keyed by their `/64` by default.
+//! whatever the client sent). [`ClientIp::peer`] finds the peer where axum
+//! (`ConnectInfo<SocketAddr>`, feature `axum`) and tonic (`TcpConnectInfo`,
+//! feature `tonic`) put it, with no configuration. Requests without a
+//! trustworthy address share one [`ClientKey::Unknown`], so garbage cannot
+//! mint keys; that is warned about once, counted by the limiter
+//! ([`unknown_key_requests`](crate::rate_limit::RateLimitHandle::unknown_key_requests)),
+//! and refused with [`ClientIp::refuse_unknown`]. IPv6 clients are keyed by
+//! their `/64` by default.
 //!
 //! ```
 //! use palisade::RateLimitLayer;
@@ -45,7 +64,7 @@
 //! # fn main() -> Result<(), palisade::rate_limit::ConfigError> {
 //! // Behind one reverse proxy that appends to X-Forwarded-For.
 //! let per_client = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
-//!     .keyed(ClientIp::x_forwarded_for(1).into_fn::<axum::body::Body>())
+//!     .keyed(ClientIp::x_forwarded_for(1))
 //!     .build()?;
 //! # let _ = per_client;
 //! # Ok(()) }
@@ -84,10 +103,16 @@ use http::{HeaderValue, Response, StatusCode};
 use tower::Layer;
 
 use crate::circuit_breaker::CircuitOpen;
-use crate::rate_limit::{InsufficientCapacity, RateLimited};
+use crate::concurrency::Overloaded;
+use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
+mod body;
 mod client_ip;
 mod respond;
+pub use body::{
+    BufferBody, BufferBodyLayer, BufferedBody, CloneBuffered, DEFAULT_BODY_LIMIT, Replay,
+    ReplayBody,
+};
 pub use client_ip::{ClientIp, ClientKey, InvalidPrefixLength};
 pub use respond::{ErrorMapper, ErrorResponse, ErrorResponseFuture};
 
@@ -141,6 +166,24 @@ fn classify_error(error: &(dyn Error + 'static)) -> (StatusCode, Option<Duration
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
                 "request exceeds the rate limit's capacity",
+            );
+        }
+        if e.is::<Overloaded>() {
+            // No wait is known for a place to free: no `Retry-After`.
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "service unavailable: overloaded",
+            );
+        }
+        if e.is::<UnknownKey>() {
+            // The server cannot tell who the client is: its own deployment
+            // is at fault (no connect info, a proxy not appending), and the
+            // client can change nothing, so not a 4xx; no `Retry-After`.
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "internal server error: client address unknown",
             );
         }
         next = e.source();
@@ -206,6 +249,17 @@ mod tests {
             retry_after_value(Duration::MAX),
             u64::MAX.to_string().as_str()
         );
+    }
+
+    #[test]
+    fn overload_is_503_without_retry_after_and_marked_local() {
+        let err: crate::BoxError = Box::new(Overloaded {
+            limit: 4,
+            in_flight: 4,
+        });
+        let res: Response<String> = error_response(&*err);
+        assert_eq!(res.status(), 503);
+        assert!(res.headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]

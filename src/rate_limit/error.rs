@@ -82,6 +82,28 @@ impl fmt::Display for InsufficientCapacity {
 
 impl std::error::Error for InsufficientCapacity {}
 
+/// "Who are you?": a strict key extractor could not identify the request's
+/// client (for `http::ClientIp` with
+/// [`refuse_unknown`](crate::http::ClientIp::refuse_unknown): no peer
+/// address, no trustworthy header entry), so a keyed limiter refused it
+/// rather than let it share one limit with every other such request.
+///
+/// Nearly always a deployment mistake, not the client's: the server does
+/// not record the peer address where the extractor looks, or a proxy does
+/// not append the header. The HTTP error layer answers it with `500` and no
+/// `Retry-After` (waiting does not help).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownKey;
+
+impl fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("refused: the rate limiter's key extractor could not identify the client")
+    }
+}
+
+impl std::error::Error for UnknownKey {}
+
 /// Why a rate limiter could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -133,4 +155,29 @@ pub enum ConfigError {
     /// The exact sliding log counts requests; it takes no cost function.
     #[error("the sliding log counts requests and takes no cost function")]
     CostWithLog,
+    /// A Redis store runs the token bucket and the sliding-window counter;
+    /// the sliding log is in-memory only.
+    #[error("the sliding log is not available with a Redis store")]
+    LogWithStore,
+    /// A Redis store decides in `call`: wait mode is in-memory only.
+    #[error("wait mode is not available with a Redis store")]
+    WaitWithStore,
+    /// A shared limiter needs a non-empty key prefix of its own.
+    #[error("a Redis store needs a non-empty key prefix")]
+    EmptyPrefix,
+    /// A decision's timeout must be positive.
+    #[error("the store timeout must be positive")]
+    ZeroTimeout,
+    /// A fallback setting of zero (instances, or a fail-closed
+    /// `retry_after`) cannot be honoured.
+    #[error("fallback settings must be positive")]
+    ZeroFallback,
+    /// The store's circuit breaker settings do not build (see the
+    /// breaker's own `ConfigError`).
+    #[error("invalid circuit breaker settings for the store")]
+    InvalidBreaker,
+    /// A cached mode's share must be between 1 and the limit's capacity
+    /// (burst or window limit), and its lease time positive.
+    #[error("cached share must be 1..=capacity with a positive lease time")]
+    InvalidShare,
 }

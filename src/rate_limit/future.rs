@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::error::{InsufficientCapacity, RateLimited};
+use super::error::{InsufficientCapacity, RateLimited, UnknownKey};
 use crate::BoxError;
 
 /// Why a request was refused, kept unboxed until the future is polled (the
@@ -16,6 +16,7 @@ use crate::BoxError;
 pub(crate) enum Refusal {
     Limited(RateLimited),
     Never(InsufficientCapacity),
+    Unknown(UnknownKey),
 }
 
 impl From<Refusal> for BoxError {
@@ -23,14 +24,15 @@ impl From<Refusal> for BoxError {
         match r {
             Refusal::Limited(e) => Box::new(e),
             Refusal::Never(e) => Box::new(e),
+            Refusal::Unknown(e) => Box::new(e),
         }
     }
 }
 
 pin_project! {
     /// The future returned by [`RateLimit`](super::RateLimit): the inner
-    /// service's future, or a [`RateLimited`] / [`InsufficientCapacity`]
-    /// error that resolves at once.
+    /// service's future, or a [`RateLimited`] / [`InsufficientCapacity`] /
+    /// [`UnknownKey`] error that resolves at once.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]

@@ -55,7 +55,7 @@ impl Gcra {
     }
 
     /// The emission interval in nanoseconds.
-    #[cfg(all(test, not(loom)))]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn emission_interval(&self) -> Nanos {
         self.t
     }

@@ -16,6 +16,7 @@ const STRIPES: usize = 16;
 pub(crate) struct Counters {
     admitted: [Padded<AtomicU64>; STRIPES],
     rejected: AtomicU64,
+    unknown_key: AtomicU64,
 }
 
 impl fmt::Debug for Counters {
@@ -23,6 +24,7 @@ impl fmt::Debug for Counters {
         f.debug_struct("Counters")
             .field("admitted", &self.admitted())
             .field("rejected", &self.rejected())
+            .field("unknown_key", &self.unknown_key_requests())
             .finish()
     }
 }
@@ -47,6 +49,7 @@ impl Counters {
         Self {
             admitted: std::array::from_fn(|_| Padded(AtomicU64::new(0))),
             rejected: AtomicU64::new(0),
+            unknown_key: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +61,16 @@ impl Counters {
     /// Rejections are the slow path: one shared counter is enough.
     pub(crate) fn reject(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request whose extractor identified no client: off the path where
+    /// nothing goes wrong, so one shared counter.
+    pub(crate) fn unknown_key(&self) {
+        self.unknown_key.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn unknown_key_requests(&self) -> u64 {
+        self.unknown_key.load(Ordering::Relaxed)
     }
 
     pub(crate) fn admitted(&self) -> u64 {
@@ -90,6 +103,9 @@ impl Counters {
 #[derive(Clone)]
 pub struct RateLimitHandle {
     pub(crate) limiter: Arc<Limiter>,
+    /// The shared store's counts, for a limiter decided through Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) store: Option<Arc<super::redis::StoreStats>>,
 }
 
 impl fmt::Debug for RateLimitHandle {
@@ -98,19 +114,41 @@ impl fmt::Debug for RateLimitHandle {
             .field("admitted", &self.admitted())
             .field("rejected", &self.rejected())
             .field("keys", &self.keys())
-            .finish()
+            .field("unknown_key_requests", &self.unknown_key_requests())
+            .finish_non_exhaustive()
     }
 }
 
 impl RateLimitHandle {
+    /// The handle of an in-memory limiter.
+    pub(crate) fn new(limiter: Arc<Limiter>) -> Self {
+        Self {
+            limiter,
+            #[cfg(feature = "redis")]
+            store: None,
+        }
+    }
+
     /// Requests admitted (passed to the inner service) so far.
     pub fn admitted(&self) -> u64 {
         self.limiter.counters.admitted()
     }
 
-    /// Requests refused so far (`RateLimited` or `InsufficientCapacity`).
+    /// Requests refused so far (`RateLimited`, `InsufficientCapacity` or
+    /// `UnknownKey`).
     pub fn rejected(&self) -> u64 {
         self.limiter.counters.rejected()
+    }
+
+    /// Requests whose key extractor could not identify the client
+    /// ([`KeyStatus::Unknown`](super::KeyStatus::Unknown) or
+    /// [`Refuse`](super::KeyStatus::Refuse); with `http::ClientIp`,
+    /// `ClientKey::Unknown`), admitted, limited or refused alike. Anything
+    /// above 0 behind a server that should see every peer is a
+    /// misconfiguration: those requests share one limit (or are refused, in
+    /// strict mode). Always 0 for an unkeyed limiter.
+    pub fn unknown_key_requests(&self) -> u64 {
+        self.limiter.counters.unknown_key_requests()
     }
 
     /// Keys held by a keyed limiter (0 for an unkeyed one). Locks each shard

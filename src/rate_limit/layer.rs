@@ -45,31 +45,43 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// # Ok(())
 /// # }
 /// ```
-pub struct RateLimitLayer<K = Unkeyed, C = PerRequest> {
+///
+/// The third type parameter says where the limit is kept: [`InMemory`] (the
+/// default), or `Redis` for a limit shared by a fleet (feature `redis`, see
+/// [`RateLimitBuilder::redis`]).
+pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory> {
     pub(crate) limiter: Arc<Limiter>,
-    key: K,
-    cost: C,
-    max_wait: Option<Nanos>,
+    pub(crate) key: K,
+    pub(crate) cost: C,
+    pub(crate) max_wait: Option<Nanos>,
+    pub(crate) backend: B,
 }
 
-impl<K: Clone, C: Clone> Clone for RateLimitLayer<K, C> {
+/// Where an in-memory [`RateLimitLayer`] keeps its limit: in this process
+/// (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InMemory;
+
+impl<K: Clone, C: Clone, B: Clone> Clone for RateLimitLayer<K, C, B> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
             key: self.key.clone(),
             cost: self.cost.clone(),
             max_wait: self.max_wait,
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<K, C> fmt::Debug for RateLimitLayer<K, C> {
+impl<K, C, B: fmt::Debug> fmt::Debug for RateLimitLayer<K, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("algorithm", &self.limiter.algorithm_name())
             .field("limit", &self.limiter.limit())
             .field("keyed", &self.limiter.is_keyed())
             .field("max_wait", &self.max_wait)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
@@ -113,9 +125,7 @@ impl<K, C> RateLimitLayer<K, C> {
     /// A handle on this limiter's counts, shared with every service the
     /// layer produces.
     pub fn handle(&self) -> RateLimitHandle {
-        RateLimitHandle {
-            limiter: self.limiter.clone(),
-        }
+        RateLimitHandle::new(self.limiter.clone())
     }
 }
 
@@ -152,7 +162,7 @@ enum Spec {
 pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest> {
     spec: Spec,
     wait: Option<Duration>,
-    max_keys: Option<usize>,
+    pub(crate) max_keys: Option<usize>,
     keyed: bool,
     costed: bool,
     misuse: Option<ConfigError>,
@@ -314,6 +324,7 @@ impl<K, C> RateLimitBuilder<K, C> {
             key: self.key,
             cost: self.cost,
             max_wait: self.wait.map(duration_to_nanos),
+            backend: InMemory,
         })
     }
 }

@@ -140,8 +140,11 @@
 //!
 //! # Counts and tracing
 //!
-//! [`RateLimitLayer::handle`] reads admitted, refused and keys held. Each
-//! refusal emits a `tracing` event at debug level.
+//! [`RateLimitLayer::handle`] reads admitted, refused and keys held, and
+//! for a keyed limiter the requests whose extractor identified no client
+//! ([`KeyStatus`]: `http::ClientIp`'s `ClientKey::Unknown`), which share one
+//! key, or are refused with [`UnknownKey`] when the extractor is strict.
+//! Each refusal emits a `tracing` event at debug level.
 //!
 //! # Differences from `tower::limit::RateLimit`
 //!
@@ -163,11 +166,14 @@ mod sliding_log;
 mod sliding_window;
 mod store;
 
-pub use error::{ConfigError, InsufficientCapacity, RateLimited};
+#[cfg(feature = "redis")]
+pub mod redis;
+
+pub use error::{ConfigError, InsufficientCapacity, RateLimited, UnknownKey};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
-pub use layer::{DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitLayer};
-pub use request::{Cost, CostBy, KeyExtractor, PerRequest, Unkeyed};
+pub use layer::{DEFAULT_MAX_KEYS, InMemory, RateLimitBuilder, RateLimitLayer};
+pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
 
 use std::fmt;
 use std::future::Future;
@@ -241,9 +247,7 @@ impl<S, K, C> RateLimit<S, K, C> {
 
     /// A handle on the shared limiter's counts.
     pub fn handle(&self) -> RateLimitHandle {
-        RateLimitHandle {
-            limiter: self.limiter.clone(),
-        }
+        RateLimitHandle::new(self.limiter.clone())
     }
 
     /// Waits (wait mode) until this instance holds a reservation or a
@@ -326,7 +330,16 @@ impl<S, K, C> RateLimit<S, K, C> {
             return None;
         }
         let key = if self.limiter.is_keyed() {
-            self.limiter.hash_key(&self.key.extract(req))
+            let key = self.key.extract(req);
+            match self.key.status(&key) {
+                KeyStatus::Known => {}
+                KeyStatus::Unknown => self.limiter.counters.unknown_key(),
+                KeyStatus::Refuse => {
+                    self.limiter.counters.unknown_key();
+                    return Some(Refusal::Unknown(UnknownKey));
+                }
+            }
+            self.limiter.hash_key(&key)
         } else {
             0
         };
@@ -388,6 +401,9 @@ where
                         capacity = e.capacity,
                         "request cost above the limiter's capacity"
                     ),
+                    Refusal::Unknown(_) => {
+                        tracing::debug!("refused: the key extractor identified no client")
+                    }
                 }
                 ResponseFuture::refused(r)
             }

@@ -13,6 +13,37 @@ pub trait KeyExtractor<Req> {
     type Key: Hash;
     /// The key of `req`.
     fn extract(&self, req: &Req) -> Self::Key;
+    /// Whether `key` identifies the request's client. The default, for
+    /// closures too, is [`KeyStatus::Known`]; `http::ClientIp` answers
+    /// [`KeyStatus::Unknown`] for `ClientKey::Unknown`, or
+    /// [`KeyStatus::Refuse`] when it was told to refuse such requests.
+    #[inline]
+    fn status(&self, key: &Self::Key) -> KeyStatus {
+        let _ = key;
+        KeyStatus::Known
+    }
+}
+
+/// What a [`KeyExtractor`] says of a key it produced, read by a keyed
+/// limiter for each request.
+///
+/// An unknown key is a request the extractor could not tell apart from
+/// others (no peer address, no trustworthy header): every such request
+/// shares one limit, which is how a misconfiguration pools every client into
+/// one bucket. The limiter counts them
+/// ([`RateLimitHandle::unknown_key_requests`](super::RateLimitHandle::unknown_key_requests)),
+/// whatever the status says to do with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyStatus {
+    /// The key identifies the client: limited under its own key.
+    Known,
+    /// No client identified: limited under the key every such request
+    /// shares, and counted.
+    Unknown,
+    /// No client identified, and the extractor is strict: refused with
+    /// [`UnknownKey`](super::UnknownKey) without being limited, and counted.
+    Refuse,
 }
 
 /// One limit shared by every request.

@@ -79,6 +79,12 @@ impl SlidingWindow {
         self.limit
     }
 
+    /// The window's length in nanoseconds.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn window(&self) -> Nanos {
+        self.window
+    }
+
     /// The state as seen from window `k`: rolled forward, previous and
     /// current recomputed. A state from a *later* window (a stale reading,
     /// the clock seeming to step back) is kept as is and judged at the start

@@ -42,7 +42,8 @@ where
 /// a rate limiter's `retry_after`.
 ///
 /// A hint lengthens the backoff's delay, never shortens it (the delay is the
-/// larger of the two). A hint above the layer's
+/// larger of the two), unless the hint reader says it is
+/// [`exact`](Self::exact) (gRPC's pushback). A hint above the layer's
 /// [`max_retry_after`](super::RetryLayerBuilder::max_retry_after) means "do
 /// not retry": the result is returned at once.
 ///
@@ -52,6 +53,14 @@ where
 pub trait RetryAfter<T, E> {
     /// The delay `result` demands, if any.
     fn retry_after(&self, result: &Result<T, E>) -> Option<Duration>;
+
+    /// Whether a hint *replaces* the backoff's delay: the retry waits
+    /// exactly the hint, as gRPC's server pushback asks (proposal A6).
+    /// `false` (the default) makes the delay the larger of the hint and the
+    /// backoff's, as suits HTTP's `Retry-After` ("not before").
+    fn exact(&self) -> bool {
+        false
+    }
 }
 
 /// The default [`RetryAfter`]: no hints, the backoff alone decides.

@@ -207,7 +207,9 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
     /// Reads a delay the result demands (a server's `Retry-After`): any
     /// `Fn(&Result<T, E>) -> Option<Duration>`, or with feature `http`,
     /// [`HttpRetryAfter`](super::HttpRetryAfter). The delay is the larger of
-    /// the hint and the backoff's; a hint above
+    /// the hint and the backoff's (exactly the hint for an
+    /// [`exact`](super::RetryAfter::exact) reader, such as gRPC's pushback);
+    /// a hint above
     /// [`max_retry_after`](Self::max_retry_after) is not retried.
     pub fn retry_after<H2>(self, hint: H2) -> RetryLayerBuilder<C, K, H2> {
         self.map_hooks(|classifier, cloner, _| (classifier, cloner, hint))

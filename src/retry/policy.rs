@@ -128,7 +128,11 @@ impl<C, K, H> Policy<C, K, H> {
             at.previous,
             state.rng.next_u64(),
         );
-        let delay = hint.map_or(backoff, |h| backoff.max(duration_to_nanos(h)));
+        let delay = match hint {
+            Some(h) if self.hint.exact() => duration_to_nanos(h),
+            Some(h) => backoff.max(duration_to_nanos(h)),
+            None => backoff,
+        };
 
         if let Some(deadline) = at.deadline {
             let now = Instant::now();

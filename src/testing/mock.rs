@@ -1,3 +1,6 @@
+//! [`Mock`]: the scripted upstream, its [`MockHandle`], and what one call
+//! does ([`Step`]).
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -10,7 +13,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::Service;
 
-/// What one call does.
+/// What one call does: how it ends, and after how long.
+///
+/// ```
+/// use palisade::testing::{End, Step};
+/// use std::time::Duration;
+///
+/// let slow_failure = Step::err().after(Duration::from_millis(250));
+/// assert_eq!(slow_failure.end, End::Err);
+/// assert_eq!(slow_failure.latency, Duration::from_millis(250));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     /// How the call ends.
@@ -33,24 +45,28 @@ pub enum End {
 }
 
 impl Step {
+    /// Succeeds at once: `Ok(Reply)` with status 200.
     pub const fn ok() -> Self {
         Self {
             end: End::Ok,
             latency: Duration::ZERO,
         }
     }
+    /// Fails at once with [`MockError`].
     pub const fn err() -> Self {
         Self {
             end: End::Err,
             latency: Duration::ZERO,
         }
     }
+    /// Answers `Ok(Reply)` with this status at once (a server's `Ok(503)`).
     pub const fn status(code: u16) -> Self {
         Self {
             end: End::Status(code),
             latency: Duration::ZERO,
         }
     }
+    /// Never completes (until its future is dropped).
     pub const fn hang() -> Self {
         Self {
             end: End::Hang,
@@ -67,21 +83,27 @@ impl Step {
 /// What one `poll_ready` answers, when scripted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyStep {
+    /// Ready as usual (still subject to [`Mock::capacity`]).
     Ready,
+    /// `Err(MockError { call: u64::MAX })`, leaving the instance not ready.
     Err,
 }
 
 /// A successful answer: which call it was, its status, and the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply<R> {
+    /// The call's number, from 0, across every clone.
     pub call: u64,
+    /// 200, or the status of a [`Step::status`].
     pub status: u16,
+    /// The request, handed back.
     pub request: R,
 }
 
 /// A failed call (or a failed `poll_ready`, with `call == u64::MAX`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockError {
+    /// The failed call's number, or `u64::MAX` for a failed `poll_ready`.
     pub call: u64,
 }
 
@@ -120,16 +142,62 @@ struct Shared<R> {
     ready_polls: AtomicU64,
     waiters: Mutex<Vec<Waker>>,
     started: Mutex<Vec<Instant>>,
+    servers: Mutex<Option<Servers>>,
 }
 
-/// The mock service. Cheap to clone; clones share the plan and counters, and
-/// each clone starts not ready.
+/// A server with a fixed number of workers and a FIFO queue in front.
+struct Servers {
+    service_time: Duration,
+    /// `(fraction, seed)`: each service time is drawn in
+    /// `service_time * (1 ± fraction)`.
+    jitter: Option<(f64, u64)>,
+    booked: u64,
+    /// When each worker is next free.
+    free_at: Vec<Instant>,
+}
+
+impl Servers {
+    /// Books the worker free soonest for a request arriving `now`; returns
+    /// how long the request takes, queueing included.
+    fn book(&mut self, now: Instant) -> Duration {
+        let Some(worker) = self.free_at.iter_mut().min() else {
+            return Duration::MAX; // no worker: the request never ends
+        };
+        let start = (*worker).max(now);
+        let mut service = self.service_time;
+        if let Some((fraction, seed)) = self.jitter {
+            let u = unit_interval(seed, self.booked);
+            service = service.mul_f64((1.0 + fraction * (2.0 * u - 1.0)).max(0.0));
+        }
+        self.booked += 1;
+        *worker = start + service;
+        *worker - now
+    }
+
+    fn resize(&mut self, workers: usize, now: Instant) {
+        // Shrinking keeps the workers free soonest; new workers are free now.
+        self.free_at.sort_unstable();
+        self.free_at.resize(workers, now);
+    }
+}
+
+/// The mock upstream. Cheap to clone; clones share the plan and counters,
+/// and each clone starts not ready.
+///
+/// Its `call` **panics** if `poll_ready` did not return `Ready(Ok(()))` on
+/// the same instance first: a layer that breaks the Tower contract fails
+/// the test at once. Latency runs on tokio's clock, so a test with paused
+/// time (`#[tokio::test(start_paused = true)]`) covers seconds of upstream
+/// behaviour in microseconds.
+///
+/// See the [module docs](super) for an example.
 pub struct Mock<R = u64> {
     shared: Arc<Shared<R>>,
     ready: bool,
 }
 
-/// Reads the counters and changes the plan while the mock is in use.
+/// Reads the counters and changes the plan while the mock is in use; from
+/// [`Mock::handle`], cheap to clone.
 pub struct MockHandle<R = u64> {
     shared: Arc<Shared<R>>,
 }
@@ -156,6 +224,15 @@ impl<R> fmt::Debug for Mock<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mock")
             .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> fmt::Debug for MockHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockHandle")
+            .field("calls", &self.calls())
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +266,7 @@ impl<R> Mock<R> {
                 ready_polls: AtomicU64::new(0),
                 waiters: Mutex::new(Vec::new()),
                 started: Mutex::new(Vec::new()),
+                servers: Mutex::new(None),
             }),
             ready: false,
         }
@@ -235,6 +313,64 @@ impl<R> Mock<R> {
     /// wakes when a call ends.
     pub fn capacity(self, n: u64) -> Self {
         self.shared.capacity.store(n, SeqCst);
+        self
+    }
+
+    /// A server with `workers` workers in front of a FIFO queue: each call
+    /// occupies the first free worker for `service_time`, waiting its turn
+    /// when all are busy, so its latency is `service_time` while at most
+    /// `workers` calls are held and grows with every call held beyond that
+    /// (`n` held take about `service_time * n / workers`). The step's own
+    /// latency is added on top; a dropped call keeps its worker busy (the
+    /// server does not know the client left). Change the number of workers
+    /// while running with [`MockHandle::set_workers`].
+    ///
+    /// ```
+    /// use palisade::testing::Mock;
+    /// use std::time::Duration;
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let upstream = Mock::<u64>::new().servers(2, Duration::from_millis(10));
+    /// let start = tokio::time::Instant::now();
+    /// let calls = (0..4).map(|n| {
+    ///     let svc = upstream.clone();
+    ///     async move {
+    ///         svc.oneshot(n).await.unwrap();
+    ///         start.elapsed()
+    ///     }
+    /// });
+    /// let took = futures::future::join_all(calls).await;
+    /// // Two workers: two calls wait their turn behind the first two.
+    /// let ms = Duration::from_millis;
+    /// assert_eq!(took, [ms(10), ms(10), ms(20), ms(20)]);
+    /// # }
+    /// ```
+    pub fn servers(self, workers: usize, service_time: Duration) -> Self {
+        *self.shared.servers.lock().unwrap() = Some(Servers {
+            service_time,
+            jitter: None,
+            booked: 0,
+            free_at: vec![Instant::now(); workers],
+        });
+        self
+    }
+
+    /// Spreads a [`servers`](Self::servers) upstream's service times
+    /// evenly over `service_time * (1 ± fraction)` (`fraction` in `0..=1`),
+    /// drawn from a generator seeded with `seed`. No effect without
+    /// `servers`.
+    pub fn service_jitter(self, fraction: f64, seed: u64) -> Self {
+        if let Some(servers) = self.shared.servers.lock().unwrap().as_mut() {
+            // NaN (bad input) means no jitter rather than a panic later.
+            let fraction = if fraction.is_nan() {
+                0.0
+            } else {
+                fraction.clamp(0.0, 1.0)
+            };
+            servers.jitter = Some((fraction, seed));
+        }
         self
     }
 
@@ -321,6 +457,14 @@ impl<R> MockHandle<R> {
     pub fn push_script(&self, steps: impl IntoIterator<Item = Step>) {
         self.shared.plan.lock().unwrap().script.extend(steps);
     }
+    /// Changes the number of workers of a [`Mock::servers`] upstream (no
+    /// effect on a mock without one): fewer keeps the workers free
+    /// soonest, and new ones are free at once.
+    pub fn set_workers(&self, workers: usize) {
+        if let Some(servers) = self.shared.servers.lock().unwrap().as_mut() {
+            servers.resize(workers, Instant::now());
+        }
+    }
     /// Changes what unscripted calls do (e.g. healthy -> failing).
     pub fn set_default(&self, step: Step) {
         let mut plan = self.shared.plan.lock().unwrap();
@@ -363,7 +507,10 @@ impl<R: Send + 'static> Service<R> for Mock<R> {
         );
         let call = self.shared.calls.fetch_add(1, SeqCst);
         self.shared.started.lock().unwrap().push(Instant::now());
-        let step = self.next_step(call, &request);
+        let mut step = self.next_step(call, &request);
+        if let Some(servers) = self.shared.servers.lock().unwrap().as_mut() {
+            step.latency = step.latency.saturating_add(servers.book(Instant::now()));
+        }
         let in_flight = self.shared.in_flight.fetch_add(1, SeqCst) + 1;
         self.shared.peak_in_flight.fetch_max(in_flight, SeqCst);
         let guard = InFlight {
