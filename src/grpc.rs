@@ -79,6 +79,7 @@
 //! | [`CircuitOpen`] | `UNAVAILABLE` (14) | milliseconds until the next probe, rounded up |
 //! | [`RateLimited`] | `RESOURCE_EXHAUSTED` (8) | milliseconds until admitted, rounded up |
 //! | [`InsufficientCapacity`] | `FAILED_PRECONDITION` (9) | `-1`: do not retry |
+//! | [`Throttled`] (adaptive throttling) | `UNAVAILABLE` (14) | its hint (one window bucket), rounded up |
 //! | [`Overloaded`] (concurrency limit) | `UNAVAILABLE` (14) | none: no wait is known; the client's own backoff decides (as Envoy's adaptive concurrency answers 503) |
 //! | [`UnknownKey`] (strict `ClientIp`) | `INTERNAL` (13) | none: the server cannot identify the client, its own misconfiguration |
 //! | a [`Status`] | passed through unchanged | whatever it carries |
@@ -221,6 +222,7 @@
 //! [`RateLimited`]: crate::RateLimited
 //! [`InsufficientCapacity`]: crate::rate_limit::InsufficientCapacity
 //! [`Overloaded`]: crate::concurrency::Overloaded
+//! [`Throttled`]: crate::circuit_breaker::Throttled
 //! [`UnknownKey`]: crate::rate_limit::UnknownKey
 //! [`Status`]: tonic::Status
 

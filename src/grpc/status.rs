@@ -8,7 +8,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use super::RETRY_PUSHBACK_MS;
-use crate::circuit_breaker::CircuitOpen;
+use crate::circuit_breaker::{CircuitOpen, Throttled};
 use crate::concurrency::Overloaded;
 use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
@@ -50,6 +50,7 @@ pub(crate) enum Rejection<'a> {
     Capacity(&'a InsufficientCapacity),
     Overloaded(&'a Overloaded),
     UnknownKey(&'a UnknownKey),
+    Throttled(&'a Throttled),
 }
 
 /// The first `Status` or palisade rejection in `error`'s chain.
@@ -67,6 +68,9 @@ pub(crate) fn find<'a>(error: &'a (dyn Error + 'static)) -> Option<Found<'a>> {
         }
         if let Some(capacity) = e.downcast_ref::<InsufficientCapacity>() {
             return Some(Found::Rejection(Rejection::Capacity(capacity)));
+        }
+        if let Some(throttled) = e.downcast_ref::<Throttled>() {
+            return Some(Found::Rejection(Rejection::Throttled(throttled)));
         }
         if let Some(overloaded) = e.downcast_ref::<Overloaded>() {
             return Some(Found::Rejection(Rejection::Overloaded(overloaded)));
@@ -109,6 +113,14 @@ impl Rejection<'_> {
                     .insert(RETRY_PUSHBACK_MS, MetadataValue::from(-1_i64));
                 (status, Arc::new(capacity.clone()))
             }
+            Rejection::Throttled(throttled) => (
+                limited(
+                    Code::Unavailable,
+                    "service unavailable: throttled",
+                    throttled.retry_after,
+                ),
+                Arc::new(*throttled),
+            ),
             // No wait is known for a place to free: no pushback, so the
             // client's own backoff decides.
             Rejection::Overloaded(overloaded) => (
@@ -172,6 +184,14 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.metadata().get(RETRY_PUSHBACK_MS).is_none());
         assert!(crate::classify::local_rejection_of(&status).is_some());
+
+        let throttled: crate::BoxError = Box::new(Throttled {
+            retry_after: Duration::from_millis(2_500),
+            probability: 0.3,
+        });
+        let status = status_from_error(&*throttled);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.metadata().get(RETRY_PUSHBACK_MS).unwrap(), "2500");
 
         let unknown: crate::BoxError = Box::new(UnknownKey);
         let status = status_from_error(&*unknown);

@@ -9,6 +9,7 @@
 //! | [`InsufficientCapacity`] | 413 Content Too Large | none: waiting never helps |
 //! | [`UnknownKey`] (strict [`ClientIp`]) | 500 Internal Server Error | none: the server cannot identify the client |
 //! | [`Overloaded`] (concurrency limit) | 503 Service Unavailable | none: no wait is known (as Envoy's adaptive concurrency answers) |
+//! | [`Throttled`] (adaptive throttling) | 503 Service Unavailable | its hint (one window bucket), rounded up |
 //! | anything else | 500 Internal Server Error | none |
 //!
 //! `Retry-After` is rounded *up* and is never `0` while the client is
@@ -102,7 +103,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use tower::Layer;
 
-use crate::circuit_breaker::CircuitOpen;
+use crate::circuit_breaker::{CircuitOpen, Throttled};
 use crate::concurrency::Overloaded;
 use crate::rate_limit::{InsufficientCapacity, RateLimited, UnknownKey};
 
@@ -166,6 +167,13 @@ fn classify_error(error: &(dyn Error + 'static)) -> (StatusCode, Option<Duration
                 StatusCode::PAYLOAD_TOO_LARGE,
                 None,
                 "request exceeds the rate limit's capacity",
+            );
+        }
+        if let Some(throttled) = e.downcast_ref::<Throttled>() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(throttled.retry_after),
+                "service unavailable: throttled",
             );
         }
         if e.is::<Overloaded>() {
@@ -249,6 +257,17 @@ mod tests {
             retry_after_value(Duration::MAX),
             u64::MAX.to_string().as_str()
         );
+    }
+
+    #[test]
+    fn throttled_is_503_with_its_hint() {
+        let err: crate::BoxError = Box::new(Throttled {
+            retry_after: Duration::from_millis(4_500),
+            probability: 0.5,
+        });
+        let res: Response<String> = error_response(&*err);
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[RETRY_AFTER], "5");
     }
 
     #[test]
