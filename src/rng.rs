@@ -62,7 +62,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

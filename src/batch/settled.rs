@@ -150,7 +150,7 @@ impl<T, E> FromIterator<Result<T, E>> for Settled<T, E> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

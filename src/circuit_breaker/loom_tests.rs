@@ -1,7 +1,7 @@
 //! Loom models of the breaker's lock-free transitions: every interleaving
 //! of a few threads admitting probes, ending them, tripping and closing.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test
+//! Run with `RUSTFLAGS="--cfg palisade_loom" CARGO_TARGET_DIR=target/loom cargo test
 //! --release --lib loom`.
 
 use std::time::Duration;

@@ -396,5 +396,5 @@ where
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, palisade_loom))]
 mod loom_tests;

@@ -90,7 +90,7 @@ impl Consecutive {
         }
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn word_for_test(&self) -> u64 {
         self.word.load(Relaxed)
     }
@@ -228,7 +228,7 @@ impl Policy {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -189,7 +189,7 @@ fn label<K: fmt::Debug + ?Sized>(key: &K) -> Box<str> {
     text.into_boxed_str()
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use crate::circuit_breaker::CircuitBreakerLayer;

@@ -555,7 +555,7 @@ impl Core {
     }
 
     /// Puts the breaker in `state` at `generation` (for the models).
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn set_for_test(&self, state: State, generation: u32) {
         let tag = match state {
             State::Closed => CLOSED,
@@ -567,12 +567,12 @@ impl Core {
         self.state.store(Word::new(tag, generation).0, Release);
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn generation_for_test(&self) -> u32 {
         self.load().generation()
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn policy_word_for_test(&self) -> u64 {
         match &self.policy {
             Policy::Consecutive(c) => c.word_for_test(),
@@ -580,7 +580,7 @@ impl Core {
         }
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn resetting_for_test(&self) -> bool {
         self.load().tag() == RESETTING
     }
@@ -606,7 +606,7 @@ impl Core {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use crate::circuit_breaker::policy::Consecutive;

@@ -150,7 +150,7 @@ pub(crate) fn is_local_response<B>(response: &http::Response<B>) -> bool {
     response.extensions().get::<LocalRejection>().is_some()
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use crate::BoxError;

@@ -164,7 +164,7 @@ impl<B, E: 'static> Classify<http::Response<B>, E> for ServerErrorsAsFailures {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -349,7 +349,7 @@ impl<C> ConcurrencyLimitBuilder<C> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use crate::ConcurrencyLimitLayer;

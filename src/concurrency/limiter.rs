@@ -347,7 +347,7 @@ fn sample_mask(limit: u32) -> u32 {
     (1u32 << (31 - per.leading_zeros())) - 1
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -1,7 +1,7 @@
 //! Loom models of admission: every interleaving of a few threads taking
 //! and giving back places on the one atomic word.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test
+//! Run with `RUSTFLAGS="--cfg palisade_loom" CARGO_TARGET_DIR=target/loom cargo test
 //! --release --lib loom`.
 
 use loom::sync::atomic::AtomicUsize;

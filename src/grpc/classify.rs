@@ -217,7 +217,7 @@ pub(crate) fn response_code(status: StatusCode, headers: &HeaderMap) -> Option<C
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -60,7 +60,7 @@ fn parse_pushback(bytes: &[u8]) -> Duration {
     Duration::from_millis(ms)
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

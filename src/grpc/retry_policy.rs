@@ -277,7 +277,7 @@ fn transport_code(error: &(dyn Error + 'static)) -> Code {
     Code::Unknown
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -160,7 +160,7 @@ pub fn pushback_ms(wait: Duration) -> u64 {
     ms.max(1)
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -512,7 +512,7 @@ impl<B: ReplayBody> CloneRequest<Request<B>> for CloneBuffered {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};

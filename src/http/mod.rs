@@ -243,7 +243,7 @@ impl<S, M: Clone> Layer<S> for ErrorResponseLayer<M> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

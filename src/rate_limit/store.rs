@@ -98,7 +98,7 @@ impl GcraCell {
             .is_ok()
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn tat(&self) -> Nanos {
         self.tat.load(Ordering::Acquire)
     }
@@ -296,13 +296,13 @@ impl LogCell {
     }
 
     /// Admissions published so far.
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, palisade_loom))]
     pub(crate) fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 
@@ -465,7 +465,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, palisade_loom))]
 mod loom_tests {
     use super::*;
     use crate::sync::Arc;

@@ -263,7 +263,7 @@ fn slot(epoch: u64) -> usize {
     (epoch % SLOTS as u64) as usize
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 
@@ -472,7 +472,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, palisade_loom))]
 mod loom_tests {
     use super::*;
     use crate::sync::Arc;

@@ -79,7 +79,7 @@ pub(crate) fn parse_bytes(value: &[u8], now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;

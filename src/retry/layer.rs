@@ -313,7 +313,7 @@ impl<C, K, H> std::fmt::Debug for RetryLayerBuilder<C, K, H> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use crate::retry::policy::{Progress, Verdict};

@@ -166,13 +166,13 @@ impl Denials {
         self.len.store(map.len(), Ordering::Relaxed);
     }
 
-    #[cfg(all(test, not(loom)))]
+    #[cfg(all(test, not(palisade_loom)))]
     fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -133,7 +133,7 @@ impl StoreKey for crate::http::ClientKey {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

@@ -197,7 +197,7 @@ impl Params {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::Verdict;
 

@@ -447,7 +447,7 @@ impl fmt::Debug for StoreService {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::slot;
 
