@@ -6,51 +6,17 @@
 //! The inner service is a `service_fn`, not the mock (which records every
 //! call's start time and would measure itself).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use palisade::CircuitBreakerLayer;
 use palisade::circuit_breaker::{AdaptiveThrottleLayer, CircuitBreakerBuilder, Window};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-thread_local! {
-    /// Allocations made by this thread: the test harness's own thread may
-    /// allocate while a measurement runs.
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn allocs() -> usize {
-    ALLOCS.with(Cell::get)
-}
-
-// SAFETY: forwards to the system allocator, only counting sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        // A const-initialised thread local without a destructor: no
-        // allocation, usable here (and absent only while a thread ends).
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(now, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Relaxed);
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::{allocs, peak, start_peak};
 
 const MIB: usize = 1 << 20;
 const MAX_KEYS: usize = 10_000;
@@ -136,8 +102,7 @@ fn a_million_unique_keys_stay_under_the_bound() {
             let mut svc = layer.layer(service_fn(|k: u64| async move {
                 if k % 10 == 0 { Err("down") } else { Ok(k) }
             }));
-            let base = CURRENT.load(Relaxed);
-            PEAK.store(base, Relaxed);
+            let base = start_peak();
             // Ten rounds of 100,000 new keys; between rounds, time moves
             // past every open deadline and idle period, so the layer
             // evicts the last round's breakers to make room.
@@ -149,11 +114,7 @@ fn a_million_unique_keys_stay_under_the_bound() {
                 }
                 tokio::time::advance(Duration::from_secs(61)).await;
             }
-            (
-                PEAK.load(Relaxed) - base,
-                handle.keys(),
-                handle.unguarded_calls(),
-            )
+            (peak() - base, handle.keys(), handle.unguarded_calls())
         });
         println!(
             "{name}: peak heap growth {:.1} MiB ({} bytes per breaker held), {keys} keys held, {unguarded} calls unguarded",

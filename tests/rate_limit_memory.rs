@@ -6,52 +6,16 @@
 //! start time of every call in a `Vec` (16 bytes per call), which would
 //! measure the mock instead of the limiter.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use palisade::RateLimitLayer;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // Allocations are counted only on the thread that measures: the test
-    // harness's own threads allocate now and then (seen under load), and
-    // they are not the limiter's doing.
-    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn counted_here() -> bool {
-    COUNTED.try_with(std::cell::Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator, only counting sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if counted_here() {
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(now, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Relaxed);
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::{allocs, peak, start_peak};
 
 const MIB: usize = 1 << 20;
 
@@ -94,13 +58,11 @@ fn admitted_calls_allocate_nothing() {
     let inner = service_fn(|k: u64| async move { Ok::<_, Infallible>(k) });
     let mut run = |name: &str, svc: &mut dyn FnMut(&mut Context<'_>, u64) -> bool| {
         assert!(svc(&mut cx, 0), "{name}: warm-up");
-        let before = ALLOCS.load(Relaxed);
-        COUNTED.with(|c| c.set(true));
+        let before = allocs();
         for i in 0..10_000 {
             assert!(svc(&mut cx, i), "{name}: refused");
         }
-        COUNTED.with(|c| c.set(false));
-        assert_eq!(ALLOCS.load(Relaxed) - before, 0, "{name} allocated");
+        assert_eq!(allocs() - before, 0, "{name} allocated");
     };
     for (name, layer) in layers {
         let mut svc = layer.layer(inner);
@@ -147,8 +109,7 @@ fn a_million_unique_keys_stay_under_32_mib() {
             let layer = build.keyed(|k: &u64| *k).max_keys(100_000).build().unwrap();
             let handle = layer.handle();
             let mut svc = layer.layer(service_fn(|k: u64| async move { Ok::<_, Infallible>(k) }));
-            let base = CURRENT.load(Relaxed);
-            PEAK.store(base, Relaxed);
+            let base = start_peak();
             // Ten rounds of 100,000 new keys, time moving on between rounds
             // so earlier keys go idle and are evicted by the limiter.
             for round in 0..10u64 {
@@ -159,7 +120,7 @@ fn a_million_unique_keys_stay_under_32_mib() {
                 }
                 tokio::time::advance(Duration::from_secs(3)).await;
             }
-            (PEAK.load(Relaxed) - base, handle.admitted(), handle.keys())
+            (peak() - base, handle.admitted(), handle.keys())
         });
         println!(
             "{name}: peak heap growth {:.1} MiB, {admitted} admitted, {keys} keys held",
