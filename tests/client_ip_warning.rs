@@ -2,36 +2,18 @@
 //! process and cause, naming the fix. Alone in its binary: the warnings are
 //! once per process, and `tracing` caches each callsite's interest
 //! process-wide.
+
 #![cfg(feature = "http")]
 
-use std::io::Write;
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use palisade::http::{ClientIp, ClientKey};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn each_cause_of_an_unknown_key_is_warned_about_once_naming_the_fix() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (capture, subscriber) = support::tracing_capture::capture(tracing::Level::WARN);
     let no_peer = http::Request::new(());
     let mut proxied_without_header = http::Request::new(());
     proxied_without_header
@@ -56,7 +38,7 @@ fn each_cause_of_an_unknown_key_is_warned_about_once_naming_the_fix() {
         }
     });
 
-    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let out = capture.text();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines.iter().all(|l| l.contains("WARN")), "{out}");

@@ -21,27 +21,7 @@ where
 /// nothing.
 #[test]
 fn refusals_are_traced_at_debug() {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (capture, subscriber) = support::tracing_capture::capture(tracing::Level::DEBUG);
     tracing::subscriber::with_default(subscriber, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -57,7 +37,7 @@ fn refusals_are_traced_at_debug() {
             send(&mut svc, 1).await.unwrap_err();
         });
     });
-    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let out = capture.text();
     assert_eq!(out.matches("rate limited").count(), 1, "{out}");
     assert!(
         out.contains("DEBUG") && out.contains("retry_after=1s"),

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade::RateLimitLayer;
@@ -14,30 +12,11 @@ use support::Mock;
 use support::redis::{free_port, prefix};
 use tower::{Layer, ServiceExt};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn fallbacks_warn_at_most_once_a_second() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (capture, subscriber) = support::tracing_capture::capture(tracing::Level::WARN);
     let warnings = || {
-        let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let out = capture.text();
         out.lines()
             .filter(|l| l.contains("rate limit store unavailable"))
             .map(str::to_owned)

@@ -4,41 +4,19 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use palisade::RetryLayer;
 use support::{Mock, Step, ms};
 use tower::{Layer, Service, ServiceExt};
 
 #[tokio::test(start_paused = true)]
 async fn emits_a_tracing_event_per_retry() {
-    use std::io::Write;
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (buf, subscriber) = support::tracing_capture::capture(tracing::Level::DEBUG);
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mock = Mock::new().default_step(Step::err());
     let mut svc = RetryLayer::exponential(ms(10)).build().unwrap().layer(mock);
     let _ = svc.ready().await.unwrap().call(0).await;
-    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let out = buf.text();
     let retries: Vec<_> = out.lines().filter(|l| l.contains(": retrying")).collect();
     assert_eq!(retries.len(), 2, "{out}");
     assert!(retries[0].contains("attempt=2") && retries[1].contains("attempt=3"));

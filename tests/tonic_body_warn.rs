@@ -6,40 +6,18 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use http_body_util::Full;
 use palisade::http::BufferBodyLayer;
 use support::Mock;
 use tower::{Layer, ServiceExt};
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn warns_once_per_layer() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (buf, subscriber) = support::tracing_capture::capture(tracing::Level::WARN);
     let _guard = tracing::subscriber::set_default(subscriber);
     let warnings = || {
-        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let out = buf.text();
         out.lines()
             .filter(|l| l.contains("WARN") && l.contains("request body not buffered"))
             .map(str::to_owned)

@@ -21,3 +21,4 @@ pub fn ms(n: u64) -> Duration {
 
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod tracing_capture;
