@@ -9,6 +9,7 @@ mod batch;
 mod breaker;
 mod rate_limit;
 mod retry;
+mod stack;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
@@ -18,4 +19,5 @@ async fn main() {
     retry::run().await;
     rate_limit::run().await;
     batch::run().await;
+    stack::run().await;
 }
