@@ -4,12 +4,14 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::decision::Decision;
 use super::error::{InsufficientCapacity, RateLimited};
 use super::gcra::Gcra;
 use super::handle::Counters;
+use super::headers::{Policy, Quota, gcra_quota};
 use super::keyed::{Access, LogRing, Shards};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::{SlidingWindow, WindowState};
@@ -53,6 +55,8 @@ pub(crate) struct Limiter {
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
     hasher: RandomState,
+    /// The policy reported in `RateLimit` header fields (`.headers(..)`).
+    pub(crate) policy: Option<Arc<Policy>>,
 }
 
 impl Limiter {
@@ -70,6 +74,7 @@ impl Limiter {
             clock: Clock::new(),
             counters: Counters::new(),
             hasher: RandomState::new(),
+            policy: None,
         }
     }
 
@@ -94,6 +99,18 @@ impl Limiter {
             State::Gcra(g, _) | State::KeyedGcra(g, _) => g.burst(),
             State::Window(sw, ..) | State::KeyedWindow(sw, _) => sw.limit(),
             State::Log(log, _) | State::KeyedLog(log, _) => log.limit(),
+        }
+    }
+
+    /// The quota an admission left, from the state it stored (`undo`) at
+    /// its conforming time `at` (token bucket only; `None` otherwise).
+    #[inline]
+    pub(crate) fn quota_after(&self, at: Nanos, undo: &Undo) -> Option<Quota> {
+        match (&self.state, undo) {
+            (State::Gcra(g, _) | State::KeyedGcra(g, _), Undo::Gcra { tat, .. }) => Some(
+                gcra_quota(g.burst(), g.emission_interval(), g.capacity(), *tat, at),
+            ),
+            _ => None,
         }
     }
 
@@ -254,6 +271,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining,
+                policy: self.policy.clone(),
             }),
             Decision::Never => Outcome::Never(InsufficientCapacity {
                 cost,
@@ -278,6 +296,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining: 0,
+                policy: self.policy.clone(),
             }),
         }
     }
