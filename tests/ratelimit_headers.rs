@@ -279,6 +279,51 @@ fn headers_are_refused_where_they_cannot_be_exact() {
     assert_eq!(name.unwrap_err(), ConfigError::InvalidPolicyName);
 }
 
+/// Wait mode: a request that waited for its unit reports the quota at the
+/// time it conformed (nothing left, the next unit a second away), and cost
+/// counts in units: a keyed limiter charging 3 of 5 leaves `r=2`.
+#[tokio::test(start_paused = true)]
+async fn waiting_and_costed_requests_report_their_own_quota() {
+    let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(1))
+        .wait(Duration::from_secs(5))
+        .headers("shaped")
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|_: ()| async { Ok::<_, Infallible>(axum::http::Response::new(())) });
+    let start = tokio::time::Instant::now();
+    for _ in 0..3 {
+        let response = svc.ready().await.unwrap().call(()).await.unwrap();
+        assert_eq!(response.headers()["ratelimit"], r#""shaped";r=0;t=1"#);
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            r#""shaped";q=1;w=1"#
+        );
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+
+    let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(10))
+        .burst(5)
+        .keyed(|n: &u64| *n)
+        .cost(|n: &u64| *n)
+        .headers("costed")
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|_: u64| async { Ok::<_, Infallible>(axum::http::Response::new(())) });
+    let response = svc.ready().await.unwrap().call(3).await.unwrap();
+    assert_eq!(response.headers()["ratelimit"], r#""costed";r=2;t=10"#);
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        r#""costed";q=5;w=50"#
+    );
+    // Cost 0 is not counted and reports nothing.
+    let response = svc.ready().await.unwrap().call(0).await.unwrap();
+    assert!(response.headers().get("ratelimit").is_none());
+}
+
 // ---- every header parses, and r = 0 means the next one is refused ------------
 
 proptest! {
