@@ -388,18 +388,23 @@ proptest! {
                     last_r = None;
                 }
             }
-            // Drain to r = 0 at one instant: the next request is refused.
+            // Drain at one instant: `r` counts down by one per admission, a
+            // 200 after `r=0` or a 429 after `r>0` is a lie.
+            let mut prev = last_r;
             loop {
                 let response = svc.ready().await.unwrap().call(()).await.unwrap();
                 let (_, limit) = parse_item(response.headers()["ratelimit"].to_str().unwrap());
+                let r = limit[0].1;
                 if response.status() == 429 {
+                    if let Some(p) = prev {
+                        assert_eq!(p, 0, "refused right after r={p}");
+                    }
                     break;
                 }
-                if limit[0].1 == 0 {
-                    let next = svc.ready().await.unwrap().call(()).await.unwrap();
-                    assert_eq!(next.status(), 429, "r=0 yet admitted");
-                    break;
+                if let Some(p) = prev {
+                    assert_eq!(r, p - 1, "r={p} then admitted with r={r}");
                 }
+                prev = Some(r);
             }
         });
     }
