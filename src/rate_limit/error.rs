@@ -21,7 +21,6 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::headers::Policy;
@@ -50,7 +49,7 @@ pub struct RateLimited {
     pub remaining: u64,
     /// The policy to report in `RateLimit` header fields, when the limiter
     /// was built with `.headers(..)`.
-    pub(crate) policy: Option<Arc<Policy>>,
+    pub(crate) policy: Option<&'static Policy>,
 }
 
 impl RateLimited {

@@ -10,7 +10,6 @@
 //! [`RateLimitBuilder::headers`](super::RateLimitBuilder::headers)) computes
 //! the quota from the state the admission stored and writes both fields.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Nanos;
@@ -31,6 +30,11 @@ pub struct Quota {
 /// A limiter's named policy for the `RateLimit` header fields (opaque),
 /// validated by `build()`: the name is a structured-field String made of
 /// printable ASCII.
+///
+/// Allocated once per `build()` with `.headers(..)` and kept for the life of
+/// the program (a few dozen bytes per layer built): a `&'static` keeps
+/// [`RateLimited`](super::RateLimited) free of drop glue, so limiters
+/// without headers pay nothing for the field on their hot path.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Policy {
     /// The policy's name, as given.
@@ -111,14 +115,12 @@ pub(crate) fn gcra_quota(burst: u64, t: Nanos, b: Nanos, tat: Nanos, at: Nanos) 
 }
 
 mod sealed {
-    use std::sync::Arc;
-
     use super::Policy;
 
     /// Keeps the header behaviours to this crate's own.
     pub trait Sealed {
         /// The behaviour for a limiter with this policy (`None`: no headers).
-        fn from_policy(policy: Option<Arc<Policy>>) -> Self;
+        fn from_policy(policy: Option<&'static Policy>) -> Self;
     }
 }
 pub(crate) use sealed::Sealed;
@@ -145,7 +147,7 @@ pub trait ApplyStamp<T>: Sealed {
 pub struct NoHeaders;
 
 impl Sealed for NoHeaders {
-    fn from_policy(_: Option<Arc<Policy>>) -> Self {
+    fn from_policy(_: Option<&'static Policy>) -> Self {
         NoHeaders
     }
 }
@@ -158,7 +160,7 @@ impl ResponseHeaders for NoHeaders {
 }
 
 impl Sealed for () {
-    fn from_policy(_: Option<Arc<Policy>>) -> Self {}
+    fn from_policy(_: Option<&'static Policy>) -> Self {}
 }
 
 impl<T> ApplyStamp<T> for () {
@@ -171,11 +173,11 @@ impl<T> ApplyStamp<T> for () {
 /// [`RateLimitBuilder::headers`](super::RateLimitBuilder::headers).
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders {
-    policy: Option<Arc<Policy>>,
+    policy: Option<&'static Policy>,
 }
 
 impl Sealed for RateLimitHeaders {
-    fn from_policy(policy: Option<Arc<Policy>>) -> Self {
+    fn from_policy(policy: Option<&'static Policy>) -> Self {
         Self { policy }
     }
 }
@@ -185,11 +187,7 @@ impl ResponseHeaders for RateLimitHeaders {
 
     #[inline]
     fn stamp(&self, quota: impl FnOnce() -> Option<Quota>) -> Self::Stamp {
-        HeaderStamp(
-            self.policy
-                .as_ref()
-                .and_then(|policy| Some((policy.clone(), quota()?))),
-        )
+        HeaderStamp(self.policy.and_then(|policy| Some((policy, quota()?))))
     }
 }
 
@@ -197,10 +195,10 @@ impl ResponseHeaders for RateLimitHeaders {
 /// response ([`RateLimitHeaders`]).
 #[derive(Debug, Default)]
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
-pub struct HeaderStamp(Option<(Arc<Policy>, Quota)>);
+pub struct HeaderStamp(Option<(&'static Policy, Quota)>);
 
 impl Sealed for HeaderStamp {
-    fn from_policy(_: Option<Arc<Policy>>) -> Self {
+    fn from_policy(_: Option<&'static Policy>) -> Self {
         HeaderStamp(None)
     }
 }
@@ -236,7 +234,7 @@ mod http_impl {
     impl<B> ApplyStamp<Response<B>> for HeaderStamp {
         fn apply(self, response: &mut Response<B>) {
             if let Some((policy, quota)) = self.0 {
-                insert(response.headers_mut(), &policy, &quota);
+                insert(response.headers_mut(), policy, &quota);
             }
         }
     }

@@ -343,12 +343,15 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
                 if !Policy::valid_name(&name) {
                     return Err(ConfigError::InvalidPolicyName);
                 }
-                Some(Arc::new(gcra_policy(name, &g)))
+                // Leaked once per build (see `Policy`): no drop glue on
+                // `RateLimited`, hence none on the hot path.
+                let policy: &'static Policy = Box::leak(Box::new(gcra_policy(name, &g)));
+                Some(policy)
             }
             (Some(_), _) => return Err(ConfigError::HeadersNeedTokenBucket),
         };
         let mut limiter = Limiter::new(algorithm, max_keys);
-        limiter.policy = policy.clone();
+        limiter.policy = policy;
         Ok(RateLimitLayer {
             limiter: Arc::new(limiter),
             key: self.key,

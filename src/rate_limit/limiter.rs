@@ -4,7 +4,6 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::decision::Decision;
@@ -56,7 +55,7 @@ pub(crate) struct Limiter {
     pub(crate) counters: Counters,
     hasher: RandomState,
     /// The policy reported in `RateLimit` header fields (`.headers(..)`).
-    pub(crate) policy: Option<Arc<Policy>>,
+    pub(crate) policy: Option<&'static Policy>,
 }
 
 impl Limiter {
@@ -271,7 +270,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining,
-                policy: self.policy.clone(),
+                policy: self.policy,
             }),
             Decision::Never => Outcome::Never(InsufficientCapacity {
                 cost,
@@ -296,7 +295,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining: 0,
-                policy: self.policy.clone(),
+                policy: self.policy,
             }),
         }
     }
