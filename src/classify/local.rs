@@ -169,11 +169,7 @@ mod tests {
     }
 
     fn limited(ms: u64) -> RateLimited {
-        RateLimited {
-            retry_after: Duration::from_millis(ms),
-            limit: 10,
-            remaining: 0,
-        }
+        RateLimited::new(Duration::from_millis(ms), 10, 0)
     }
 
     #[test]

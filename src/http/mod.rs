@@ -131,6 +131,15 @@ pub fn error_response<B: From<String>>(error: &(dyn Error + 'static)) -> Respons
     if let Some(wait) = retry_after {
         headers.insert(RETRY_AFTER, retry_after_value(wait));
     }
+    // A limiter built with `.headers(..)` reports its quota on its 429s too.
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(limited) = e.downcast_ref::<RateLimited>() {
+            limited.insert_headers(headers);
+            break;
+        }
+        next = e.source();
+    }
     response
 }
 

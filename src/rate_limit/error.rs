@@ -23,6 +23,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::headers::Policy;
+
 /// "Not now": the limiter refused this request; the same request would be
 /// admitted after `retry_after` if nothing else is admitted meanwhile.
 ///
@@ -45,6 +47,37 @@ pub struct RateLimited {
     /// Capacity left at the moment of refusal, in cost units (lower than the
     /// request's cost; often zero).
     pub remaining: u64,
+    /// The policy to report in `RateLimit` header fields, when the limiter
+    /// was built with `.headers(..)`.
+    pub(crate) policy: Option<&'static Policy>,
+}
+
+impl RateLimited {
+    /// A refusal without header policy (the Redis store's and tests').
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(retry_after: Duration, limit: u64, remaining: u64) -> Self {
+        Self {
+            retry_after,
+            limit,
+            remaining,
+            policy: None,
+        }
+    }
+
+    /// The `RateLimit-Policy` and `RateLimit` fields for this refusal, when
+    /// the limiter was built with `.headers(..)`: `r` is `remaining`, `t` is
+    /// `retry_after` rounded up (so never earlier than `Retry-After`).
+    #[cfg(feature = "http")]
+    pub(crate) fn insert_headers(&self, headers: &mut http::HeaderMap) {
+        if let Some(policy) = &self.policy {
+            let quota = super::headers::Quota {
+                limit: self.limit,
+                remaining: self.remaining,
+                reset: self.retry_after,
+            };
+            super::headers::insert(headers, policy, &quota);
+        }
+    }
 }
 
 impl fmt::Display for RateLimited {
@@ -155,6 +188,13 @@ pub enum ConfigError {
     /// The exact sliding log counts requests; it takes no cost function.
     #[error("the sliding log counts requests and takes no cost function")]
     CostWithLog,
+    /// `RateLimit` header fields are computed for the token bucket only.
+    #[error("RateLimit headers need a token bucket")]
+    HeadersNeedTokenBucket,
+    /// A `RateLimit` policy name must be printable ASCII (a structured-field
+    /// String).
+    #[error("a RateLimit policy name must be printable ASCII")]
+    InvalidPolicyName,
     /// A Redis store runs the token bucket and the sliding-window counter;
     /// the sliding log is in-memory only.
     #[error("the sliding log is not available with a Redis store")]

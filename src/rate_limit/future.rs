@@ -3,11 +3,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
 use super::error::{InsufficientCapacity, RateLimited, UnknownKey};
+use super::headers::ApplyStamp;
 use crate::BoxError;
 
 /// Why a request was refused, kept unboxed until the future is polled (the
@@ -32,27 +33,29 @@ impl From<Refusal> for BoxError {
 pin_project! {
     /// The future returned by [`RateLimit`](super::RateLimit): the inner
     /// service's future, or a [`RateLimited`] / [`InsufficientCapacity`] /
-    /// [`UnknownKey`] error that resolves at once.
+    /// [`UnknownKey`] error that resolves at once. `St` is what the
+    /// admission leaves for the response (`()`: nothing; a
+    /// [`HeaderStamp`](super::HeaderStamp) with `.headers(..)`).
     #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, St = ()> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, St>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
-        Called { #[pin] fut: F },
+    enum Kind<F, St> {
+        Called { #[pin] fut: F, stamp: St },
         Refused { refusal: Option<Refusal> },
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn called(fut: F) -> Self {
+impl<F, St> ResponseFuture<F, St> {
+    pub(crate) fn called(fut: F, stamp: St) -> Self {
         Self {
-            kind: Kind::Called { fut },
+            kind: Kind::Called { fut, stamp },
         }
     }
 
@@ -65,16 +68,22 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, T, E, St> Future for ResponseFuture<F, St>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
+    St: ApplyStamp<T> + Default,
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
+            KindProj::Called { fut, stamp } => {
+                let mut response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                std::mem::take(stamp).apply(&mut response);
+                Poll::Ready(Ok(response))
+            }
             KindProj::Refused { refusal } => Poll::Ready(Err(refusal
                 .take()
                 .expect("ResponseFuture polled after completion")

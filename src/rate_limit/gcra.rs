@@ -55,9 +55,13 @@ impl Gcra {
     }
 
     /// The emission interval in nanoseconds.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn emission_interval(&self) -> Nanos {
         self.t
+    }
+
+    /// The capacity in time: `burst * T` nanoseconds.
+    pub(crate) fn capacity(&self) -> Nanos {
+        self.b
     }
 
     /// The burst (capacity in cost units).

@@ -10,6 +10,7 @@ use super::RateLimit;
 use super::error::ConfigError;
 use super::gcra::Gcra;
 use super::handle::RateLimitHandle;
+use super::headers::{NoHeaders, Policy, Sealed, ceil_secs};
 use super::limiter::{Algorithm, Limiter};
 use super::request::{CostBy, PerRequest, Unkeyed};
 use super::sliding_log::SlidingLog;
@@ -48,13 +49,17 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 ///
 /// The third type parameter says where the limit is kept: [`InMemory`] (the
 /// default), or `Redis` for a limit shared by a fleet (feature `redis`, see
-/// [`RateLimitBuilder::redis`]).
-pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory> {
+/// [`RateLimitBuilder::redis`]). The fourth says what admitted responses
+/// carry: nothing ([`NoHeaders`]), or `RateLimit` header fields
+/// ([`RateLimitHeaders`](super::RateLimitHeaders), see
+/// [`RateLimitBuilder::headers`]).
+pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory, H = NoHeaders> {
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) key: K,
     pub(crate) cost: C,
     pub(crate) max_wait: Option<Nanos>,
     pub(crate) backend: B,
+    pub(crate) headers: H,
 }
 
 /// Where an in-memory [`RateLimitLayer`] keeps its limit: in this process
@@ -62,7 +67,7 @@ pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InMemory;
 
-impl<K: Clone, C: Clone, B: Clone> Clone for RateLimitLayer<K, C, B> {
+impl<K: Clone, C: Clone, B: Clone, H: Clone> Clone for RateLimitLayer<K, C, B, H> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -70,11 +75,12 @@ impl<K: Clone, C: Clone, B: Clone> Clone for RateLimitLayer<K, C, B> {
             cost: self.cost.clone(),
             max_wait: self.max_wait,
             backend: self.backend.clone(),
+            headers: self.headers.clone(),
         }
     }
 }
 
-impl<K, C, B: fmt::Debug> fmt::Debug for RateLimitLayer<K, C, B> {
+impl<K, C, B: fmt::Debug, H> fmt::Debug for RateLimitLayer<K, C, B, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("algorithm", &self.limiter.algorithm_name())
@@ -82,6 +88,7 @@ impl<K, C, B: fmt::Debug> fmt::Debug for RateLimitLayer<K, C, B> {
             .field("keyed", &self.limiter.is_keyed())
             .field("max_wait", &self.max_wait)
             .field("backend", &self.backend)
+            .field("headers", &self.limiter.policy.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -121,7 +128,7 @@ impl RateLimitLayer {
     }
 }
 
-impl<K, C> RateLimitLayer<K, C> {
+impl<K, C, H> RateLimitLayer<K, C, InMemory, H> {
     /// A handle on this limiter's counts, shared with every service the
     /// layer produces.
     pub fn handle(&self) -> RateLimitHandle {
@@ -129,8 +136,8 @@ impl<K, C> RateLimitLayer<K, C> {
     }
 }
 
-impl<S, K: Clone, C: Clone> Layer<S> for RateLimitLayer<K, C> {
-    type Service = RateLimit<S, K, C>;
+impl<S, K: Clone, C: Clone, H: Clone> Layer<S> for RateLimitLayer<K, C, InMemory, H> {
+    type Service = RateLimit<S, K, C, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(
@@ -138,6 +145,7 @@ impl<S, K: Clone, C: Clone> Layer<S> for RateLimitLayer<K, C> {
             self.limiter.clone(),
             self.key.clone(),
             self.cost.clone(),
+            self.headers.clone(),
             self.max_wait,
         )
     }
@@ -159,8 +167,11 @@ enum Spec {
 
 /// Configures a [`RateLimitLayer`]; nothing is checked until
 /// [`build`](Self::build), which reports the first problem.
-pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest> {
+pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders> {
     spec: Spec,
+    /// The policy name for `RateLimit` header fields (`.headers(..)`).
+    policy_name: Option<String>,
+    headers: std::marker::PhantomData<fn() -> H>,
     wait: Option<Duration>,
     pub(crate) max_keys: Option<usize>,
     keyed: bool,
@@ -170,7 +181,7 @@ pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest> {
     cost: C,
 }
 
-impl<K, C> fmt::Debug for RateLimitBuilder<K, C> {
+impl<K, C, H> fmt::Debug for RateLimitBuilder<K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitBuilder")
             .field("spec", &self.spec)
@@ -178,6 +189,7 @@ impl<K, C> fmt::Debug for RateLimitBuilder<K, C> {
             .field("max_keys", &self.max_keys)
             .field("keyed", &self.keyed)
             .field("costed", &self.costed)
+            .field("headers", &self.policy_name)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +198,8 @@ impl RateLimitBuilder {
     fn new(spec: Spec) -> Self {
         Self {
             spec,
+            policy_name: None,
+            headers: std::marker::PhantomData,
             wait: None,
             max_keys: None,
             keyed: false,
@@ -197,7 +211,7 @@ impl RateLimitBuilder {
     }
 }
 
-impl<K, C> RateLimitBuilder<K, C> {
+impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
     fn misuse(mut self, e: ConfigError) -> Self {
         self.misuse.get_or_insert(e);
         self
@@ -247,9 +261,11 @@ impl<K, C> RateLimitBuilder<K, C> {
     /// (client IP, API key, tenant): a closure `Fn(&Req) -> K` (annotate its
     /// parameter's type) or any [`KeyExtractor`](super::KeyExtractor), such
     /// as `http::ClientIp` (feature `http`). Keyed limiters decide in `call`.
-    pub fn keyed<E>(self, extract: E) -> RateLimitBuilder<E, C> {
+    pub fn keyed<E>(self, extract: E) -> RateLimitBuilder<E, C, H> {
         RateLimitBuilder {
             spec: self.spec,
+            policy_name: self.policy_name,
+            headers: self.headers,
             wait: self.wait,
             max_keys: self.max_keys,
             keyed: true,
@@ -264,9 +280,11 @@ impl<K, C> RateLimitBuilder<K, C> {
     /// bucket and sliding-window counter). A cost above the burst or limit
     /// fails with [`InsufficientCapacity`](super::InsufficientCapacity); a
     /// cost of 0 passes without being counted against the limit.
-    pub fn cost<F>(self, cost: F) -> RateLimitBuilder<K, CostBy<F>> {
+    pub fn cost<F>(self, cost: F) -> RateLimitBuilder<K, CostBy<F>, H> {
         RateLimitBuilder {
             spec: self.spec,
+            policy_name: self.policy_name,
+            headers: self.headers,
             wait: self.wait,
             max_keys: self.max_keys,
             keyed: self.keyed,
@@ -279,7 +297,7 @@ impl<K, C> RateLimitBuilder<K, C> {
 
     /// Checks the settings and creates the limiter's state (once: every
     /// service from the returned layer shares it).
-    pub fn build(self) -> Result<RateLimitLayer<K, C>, ConfigError> {
+    pub fn build(self) -> Result<RateLimitLayer<K, C, InMemory, H>, ConfigError> {
         if let Some(e) = self.misuse {
             return Err(e);
         }
@@ -319,12 +337,103 @@ impl<K, C> RateLimitBuilder<K, C> {
             (true, Some(0)) => return Err(ConfigError::ZeroMaxKeys),
             (true, n) => Some(n.unwrap_or(DEFAULT_MAX_KEYS)),
         };
+        let policy = match (self.policy_name, algorithm) {
+            (None, _) => None,
+            (Some(name), Algorithm::Gcra(g)) => {
+                if !Policy::valid_name(&name) {
+                    return Err(ConfigError::InvalidPolicyName);
+                }
+                // Leaked once per build (see `Policy`): no drop glue on
+                // `RateLimited`, hence none on the hot path.
+                let policy: &'static Policy = Box::leak(Box::new(gcra_policy(name, &g)));
+                Some(policy)
+            }
+            (Some(_), _) => return Err(ConfigError::HeadersNeedTokenBucket),
+        };
+        let mut limiter = Limiter::new(algorithm, max_keys);
+        limiter.policy = policy;
         Ok(RateLimitLayer {
-            limiter: Arc::new(Limiter::new(algorithm, max_keys)),
+            limiter: Arc::new(limiter),
             key: self.key,
             cost: self.cost,
             max_wait: self.wait.map(duration_to_nanos),
             backend: InMemory,
+            headers: H::from_policy(policy),
         })
+    }
+}
+
+/// The token bucket's policy for `RateLimit-Policy`: `w` is the time to
+/// refill the whole burst, in whole seconds rounded up (at least 1, the
+/// draft has no sub-second windows), and `q` the units refilled in `w`
+/// (at least the burst, so `r` never exceeds `q`).
+fn gcra_policy(name: String, g: &Gcra) -> Policy {
+    let window = ceil_secs(std::time::Duration::from_nanos(g.capacity())).max(1);
+    let quota = (u128::from(window) * 1_000_000_000 / u128::from(g.emission_interval()))
+        .max(u128::from(g.burst()));
+    Policy {
+        name: name.into_boxed_str(),
+        quota: u64::try_from(quota).unwrap_or(u64::MAX),
+        window,
+    }
+}
+
+#[cfg(feature = "http")]
+impl<K, C> RateLimitBuilder<K, C, NoHeaders> {
+    /// Opt-in `RateLimit-Policy` and `RateLimit` header fields (IETF draft
+    /// `draft-ietf-httpapi-ratelimit-headers`, feature `http`) under the
+    /// policy name `name`, token bucket only, in-memory limiters (keyed or
+    /// not) only.
+    ///
+    /// Every admitted response gets `RateLimit-Policy: "name";q=Q;w=W` and
+    /// `RateLimit: "name";r=R;t=T`, from the state the admission itself
+    /// stored: `R` units left for this client (its key, when keyed), `T` the
+    /// seconds (rounded up) until one more unit is available. A refusal
+    /// answered by [`ErrorResponseLayer`](crate::http::ErrorResponseLayer)
+    /// carries both too, with `t` equal to its `Retry-After`. `W` is the time
+    /// to refill the whole burst (whole seconds, at least 1) and `Q` the
+    /// units refilled in `W`. A request of cost 0 is not counted and gets no
+    /// `RateLimit` field.
+    ///
+    /// `build()` fails with [`ConfigError::HeadersNeedTokenBucket`] for the
+    /// windows and [`ConfigError::InvalidPolicyName`] for a name that is
+    /// not printable ASCII.
+    ///
+    /// ```
+    /// use palisade::RateLimitLayer;
+    /// use std::time::Duration;
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(1))
+    ///     .burst(3)
+    ///     .headers("default")
+    ///     .build()?;
+    /// let mut svc = ServiceBuilder::new().layer(layer).service_fn(|_: ()| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// });
+    /// let response = svc.ready().await?.call(()).await?;
+    /// assert_eq!(response.headers()["ratelimit-policy"], r#""default";q=3;w=3"#);
+    /// assert_eq!(response.headers()["ratelimit"], r#""default";r=2;t=1"#);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn headers(
+        self,
+        name: impl Into<String>,
+    ) -> RateLimitBuilder<K, C, super::headers::RateLimitHeaders> {
+        RateLimitBuilder {
+            spec: self.spec,
+            policy_name: Some(name.into()),
+            headers: std::marker::PhantomData,
+            wait: self.wait,
+            max_keys: self.max_keys,
+            keyed: self.keyed,
+            costed: self.costed,
+            misuse: self.misuse,
+            key: self.key,
+            cost: self.cost,
+        }
     }
 }

@@ -10,6 +10,7 @@ use super::decision::Decision;
 use super::error::{InsufficientCapacity, RateLimited};
 use super::gcra::Gcra;
 use super::handle::Counters;
+use super::headers::{Policy, Quota, gcra_quota};
 use super::keyed::{Access, LogRing, Shards};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::{SlidingWindow, WindowState};
@@ -53,6 +54,8 @@ pub(crate) struct Limiter {
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
     hasher: RandomState,
+    /// The policy reported in `RateLimit` header fields (`.headers(..)`).
+    pub(crate) policy: Option<&'static Policy>,
 }
 
 impl Limiter {
@@ -70,6 +73,7 @@ impl Limiter {
             clock: Clock::new(),
             counters: Counters::new(),
             hasher: RandomState::new(),
+            policy: None,
         }
     }
 
@@ -94,6 +98,18 @@ impl Limiter {
             State::Gcra(g, _) | State::KeyedGcra(g, _) => g.burst(),
             State::Window(sw, ..) | State::KeyedWindow(sw, _) => sw.limit(),
             State::Log(log, _) | State::KeyedLog(log, _) => log.limit(),
+        }
+    }
+
+    /// The quota an admission left, from the state it stored (`undo`) at
+    /// its conforming time `at` (token bucket only; `None` otherwise).
+    #[inline]
+    pub(crate) fn quota_after(&self, at: Nanos, undo: &Undo) -> Option<Quota> {
+        match (&self.state, undo) {
+            (State::Gcra(g, _) | State::KeyedGcra(g, _), Undo::Gcra { tat, .. }) => Some(
+                gcra_quota(g.burst(), g.emission_interval(), g.capacity(), *tat, at),
+            ),
+            _ => None,
         }
     }
 
@@ -254,6 +270,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining,
+                policy: self.policy,
             }),
             Decision::Never => Outcome::Never(InsufficientCapacity {
                 cost,
@@ -278,6 +295,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining: 0,
+                policy: self.policy,
             }),
         }
     }

@@ -146,6 +146,14 @@
 //! key, or are refused with [`UnknownKey`] when the extractor is strict.
 //! Each refusal emits a `tracing` event at debug level.
 //!
+//! # RateLimit header fields
+//!
+//! With feature `http`, [`RateLimitBuilder::headers`] (token bucket, in
+//! memory, keyed or not) writes the IETF draft's `RateLimit-Policy` and
+//! `RateLimit` fields on admitted responses, computed from the state the
+//! admission stored, and [`RateLimited`] carries them to the 429 that
+//! `http::ErrorResponseLayer` makes. See [`headers`] for the behaviours.
+//!
 //! # Differences from `tower::limit::RateLimit`
 //!
 //! tower's keeps its window per service instance and is not `Clone`, so
@@ -158,6 +166,7 @@ pub mod error;
 pub mod future;
 mod gcra;
 mod handle;
+pub mod headers;
 pub(crate) mod keyed;
 mod layer;
 mod limiter;
@@ -172,6 +181,7 @@ pub mod redis;
 pub use error::{ConfigError, InsufficientCapacity, RateLimited, UnknownKey};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
+pub use headers::{ApplyStamp, HeaderStamp, NoHeaders, Quota, RateLimitHeaders, ResponseHeaders};
 pub use layer::{DEFAULT_MAX_KEYS, InMemory, RateLimitBuilder, RateLimitLayer};
 pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
 
@@ -196,11 +206,16 @@ use store::Undo;
 ///
 /// There is no `into_inner`: the service gives a wait-mode reservation back
 /// when dropped, so the inner service cannot be moved out of it.
-pub struct RateLimit<S, K = Unkeyed, C = PerRequest> {
+///
+/// `H` says what the limiter writes on admitted responses: [`NoHeaders`]
+/// (the default) or [`RateLimitHeaders`] (see
+/// [`RateLimitBuilder::headers`]).
+pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders> {
     inner: S,
     limiter: Arc<Limiter>,
     key: K,
     cost: C,
+    headers: H,
     /// `Some` in wait mode.
     max_wait: Option<Nanos>,
     /// This instance's readiness in wait mode.
@@ -222,13 +237,21 @@ enum Slot {
     Refused(Refusal),
 }
 
-impl<S, K, C> RateLimit<S, K, C> {
-    fn new(inner: S, limiter: Arc<Limiter>, key: K, cost: C, max_wait: Option<Nanos>) -> Self {
+impl<S, K, C, H> RateLimit<S, K, C, H> {
+    fn new(
+        inner: S,
+        limiter: Arc<Limiter>,
+        key: K,
+        cost: C,
+        headers: H,
+        max_wait: Option<Nanos>,
+    ) -> Self {
         Self {
             inner,
             limiter,
             key,
             cost,
+            headers,
             max_wait,
             slot: Slot::Empty,
             sleep: None,
@@ -318,16 +341,18 @@ impl<S, K, C> RateLimit<S, K, C> {
         sleep.as_mut().poll(cx)
     }
 
-    /// Decides for one request at once (reject mode).
+    /// Decides for one request at once (reject mode): `Ok` with the
+    /// admission's conforming time and stored state (`None` for a request
+    /// of cost 0, which is not counted), or the refusal.
     #[inline]
-    fn decide<Req>(&self, req: &Req) -> Option<Refusal>
+    fn decide<Req>(&self, req: &Req) -> Result<Option<(Nanos, Undo)>, Refusal>
     where
         K: KeyExtractor<Req>,
         C: Cost<Req>,
     {
         let cost = self.cost.cost(req);
         if cost == 0 {
-            return None;
+            return Ok(None);
         }
         let key = if self.limiter.is_keyed() {
             let key = self.key.extract(req);
@@ -336,7 +361,7 @@ impl<S, K, C> RateLimit<S, K, C> {
                 KeyStatus::Unknown => self.limiter.counters.unknown_key(),
                 KeyStatus::Refuse => {
                     self.limiter.counters.unknown_key();
-                    return Some(Refusal::Unknown(UnknownKey));
+                    return Err(Refusal::Unknown(UnknownKey));
                 }
             }
             self.limiter.hash_key(&key)
@@ -344,23 +369,25 @@ impl<S, K, C> RateLimit<S, K, C> {
             0
         };
         match self.limiter.acquire(key, cost, 0) {
-            Outcome::Admit { .. } => None,
-            Outcome::Deny(e) => Some(Refusal::Limited(e)),
-            Outcome::Never(e) => Some(Refusal::Never(e)),
+            Outcome::Admit { at, undo } => Ok(Some((at, undo))),
+            Outcome::Deny(e) => Err(Refusal::Limited(e)),
+            Outcome::Never(e) => Err(Refusal::Never(e)),
         }
     }
 }
 
-impl<S, K, C, Req> Service<Req> for RateLimit<S, K, C>
+impl<S, K, C, H, Req> Service<Req> for RateLimit<S, K, C, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: KeyExtractor<Req>,
     C: Cost<Req>,
+    H: ResponseHeaders,
+    H::Stamp: ApplyStamp<S::Response> + Default,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, H::Stamp>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some(max_wait) = self.max_wait {
@@ -375,19 +402,25 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let refusal = match mem::replace(&mut self.slot, Slot::Empty) {
-            Slot::Reserved { .. } => None,
-            Slot::Refused(r) => Some(r),
+        let decided = match mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Reserved { at, undo } => Ok(Some((at, undo))),
+            Slot::Refused(r) => Err(r),
             // Reject mode, or wait mode called without a ready poll: decide
             // now, without waiting.
             Slot::Empty | Slot::Waiting { .. } => self.decide(&req),
         };
-        match refusal {
-            None => {
+        match decided {
+            Ok(admitted) => {
                 self.limiter.counters.admit();
-                ResponseFuture::called(self.inner.call(req))
+                // `NoHeaders` never calls the closure: nothing computed.
+                let limiter = &self.limiter;
+                let stamp = self.headers.stamp(|| {
+                    let (at, undo) = admitted?;
+                    limiter.quota_after(at, &undo)
+                });
+                ResponseFuture::called(self.inner.call(req), stamp)
             }
-            Some(r) => {
+            Err(r) => {
                 self.limiter.counters.reject();
                 match &r {
                     Refusal::Limited(e) => tracing::debug!(
@@ -411,7 +444,7 @@ where
     }
 }
 
-impl<S: Clone, K: Clone, C: Clone> Clone for RateLimit<S, K, C> {
+impl<S: Clone, K: Clone, C: Clone, H: Clone> Clone for RateLimit<S, K, C, H> {
     /// Shares the limiter; the clone holds no reservation and no timer (the
     /// Tower contract: a clone must be polled ready itself).
     fn clone(&self) -> Self {
@@ -420,12 +453,13 @@ impl<S: Clone, K: Clone, C: Clone> Clone for RateLimit<S, K, C> {
             self.limiter.clone(),
             self.key.clone(),
             self.cost.clone(),
+            self.headers.clone(),
             self.max_wait,
         )
     }
 }
 
-impl<S, K, C> Drop for RateLimit<S, K, C> {
+impl<S, K, C, H> Drop for RateLimit<S, K, C, H> {
     /// A reservation never called is given back where the algorithm can.
     fn drop(&mut self) {
         if let Slot::Reserved { undo, .. } = mem::replace(&mut self.slot, Slot::Empty) {
@@ -434,7 +468,7 @@ impl<S, K, C> Drop for RateLimit<S, K, C> {
     }
 }
 
-impl<S: fmt::Debug, K, C> fmt::Debug for RateLimit<S, K, C> {
+impl<S: fmt::Debug, K, C, H> fmt::Debug for RateLimit<S, K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)

@@ -253,6 +253,8 @@ impl<K, C> RedisBuilder<K, C> {
             backend: Redis {
                 shared: Arc::new(shared),
             },
+            // A Redis-backed limiter writes no `RateLimit` header fields.
+            headers: layer.headers,
         })
     }
 }

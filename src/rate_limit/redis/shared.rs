@@ -222,11 +222,11 @@ impl Shared {
     }
 
     fn limited(&self, retry_after: Duration, remaining: u64) -> Refusal {
-        Refusal::Limited(RateLimited {
-            retry_after: retry_after.max(Duration::from_nanos(1)),
-            limit: self.limiter.limit(),
+        Refusal::Limited(RateLimited::new(
+            retry_after.max(Duration::from_nanos(1)),
+            self.limiter.limit(),
             remaining,
-        })
+        ))
     }
 
     /// Decides for one request of `cost` (> 0) under the full Redis `key`,
