@@ -12,6 +12,8 @@
 //! the only wait is one breaker open period of 300 ms.
 #![cfg(feature = "axum")]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -31,8 +33,7 @@ use palisade::classify::{Classify, ErrorsAsFailures, FailureWhenOk, ServerErrors
 use palisade::http::{ClientIp, ErrorResponseLayer};
 use palisade::rate_limit::RateLimitHandle;
 use palisade::{BoxError, CircuitBreakerLayer, RateLimitLayer};
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinHandle;
+use tokio::net::TcpSocket;
 use tower::ServiceBuilder;
 
 /// Three distinct peers: every 127.0.0.0/8 address is loopback on Linux.
@@ -45,43 +46,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---- a real server and a real client --------------------------------------
 
-/// An axum server on `127.0.0.1:0`, stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Serves `app` the way the README says: with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
-async fn serve(app: Router) -> Server {
-    let listener = TcpListener::bind((A, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Server { addr, task }
-}
-
-/// Serves `app` without connect info: no peer address in any request.
-async fn serve_without_connect_info(app: Router) -> Server {
-    let listener = TcpListener::bind((A, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    Server { addr, task }
-}
+use support::axum_server::{Server, serve, serve_without_connect_info};
 
 /// What a client saw.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,8 @@
 //! refused.
 #![cfg(feature = "axum")]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -26,8 +28,7 @@ use palisade::RateLimitLayer;
 use palisade::http::{ClientIp, ErrorResponseLayer};
 use palisade::rate_limit::ConfigError;
 use proptest::prelude::*;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinHandle;
+use tokio::net::TcpSocket;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -95,30 +96,7 @@ fn the_drafts_examples_parse_as_the_draft_says() {
 
 // ---- a real server and a real client -----------------------------------------
 
-struct Server {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(app: Router) -> Server {
-    let listener = TcpListener::bind((A, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    Server { addr, task }
-}
+use support::axum_server::{Server, serve};
 
 /// What a client saw: status, `Retry-After`, `RateLimit-Policy`, `RateLimit`.
 #[derive(Debug)]

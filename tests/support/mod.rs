@@ -19,6 +19,7 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+pub mod axum_server;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod tracing_capture;
