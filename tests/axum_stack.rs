@@ -8,14 +8,14 @@
 //! `Retry-After` and recovers; one greedy client's `429`s never open a
 //! breaker for the others, in every order of layers the README names.
 //!
-//! Real time, real sockets: every request is bounded by [`TIMEOUT`], and
+//! Real time, real sockets: every request is bounded by `axum_server::TIMEOUT` (10 s), and
 //! the only wait is one breaker open period of 300 ms.
 #![cfg(feature = "axum")]
 
 mod support;
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering::SeqCst};
 use std::time::Duration;
@@ -25,15 +25,11 @@ use axum::body::Body;
 use axum::extract::State as AxumState;
 use axum::http::{Response, StatusCode};
 use axum::routing::get;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use palisade::circuit_breaker::{CircuitBreakerHandle, State};
 use palisade::classify::{Classify, ErrorsAsFailures, FailureWhenOk, ServerErrorsAsFailures};
 use palisade::http::{ClientIp, ErrorResponseLayer};
 use palisade::rate_limit::RateLimitHandle;
 use palisade::{BoxError, CircuitBreakerLayer, RateLimitLayer};
-use tokio::net::TcpSocket;
 use tower::ServiceBuilder;
 
 /// Three distinct peers: every 127.0.0.0/8 address is loopback on Linux.
@@ -41,12 +37,9 @@ const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const C: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
-/// The most any one request may take, connection included.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
 // ---- a real server and a real client --------------------------------------
 
-use support::axum_server::{Server, serve, serve_without_connect_info};
+use support::axum_server::{self, Server, serve, serve_without_connect_info};
 
 /// What a client saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,39 +69,13 @@ async fn get_from(server: &Server, from: Ipv4Addr, headers: &[(&str, &str)]) -> 
 
 /// `GET path` on a new HTTP/1 connection from `from`, with `headers`.
 async fn get_path(server: &Server, from: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    tokio::time::timeout(TIMEOUT, send(server.addr, from, path, headers))
-        .await
-        .expect("request timed out")
-}
-
-async fn send(to: SocketAddr, from: Ipv4Addr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from, 0))).unwrap();
-    let stream = socket.connect(to).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let mut request = hyper::Request::get(path).header("host", to.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let reply = Reply {
-        status: response.status().as_u16(),
-        retry_after: response
-            .headers()
+    let (status, headers) = axum_server::get(server.addr, from, path, headers).await;
+    Reply {
+        status,
+        retry_after: headers
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_owned()),
-    };
-    // Read the body to its end, then let the connection close.
-    response.into_body().collect().await.unwrap();
-    drop(sender);
-    conn.await.unwrap().unwrap();
-    reply
+    }
 }
 
 /// A handler answering the status in `status`.

@@ -5,7 +5,7 @@
 //! Over real HTTP (`axum::serve` on `127.0.0.1:0`, a hyper client bound to
 //! 127.0.0.1 / 127.0.0.2): values and syntax on 200s and 429s, unkeyed and
 //! keyed, `r` reaching 0 exactly on the last admitted request. Real time,
-//! bounded: a handful of requests, each under [`TIMEOUT`], with quotas
+//! bounded: a handful of requests, each under `axum_server::TIMEOUT` (10 s), with quotas
 //! measured in minutes so that elapsed milliseconds never change a value.
 //! Then a proptest over paused time: every header the layer writes parses
 //! as the draft's fields, and `r = 0` exactly when the next request is
@@ -15,27 +15,20 @@
 mod support;
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use palisade::RateLimitLayer;
 use palisade::http::{ClientIp, ErrorResponseLayer};
 use palisade::rate_limit::ConfigError;
 use proptest::prelude::*;
-use tokio::net::TcpSocket;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-
-/// The most any one request may take, connection included.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---- parsing as a client would ----------------------------------------------
 
@@ -96,7 +89,7 @@ fn the_drafts_examples_parse_as_the_draft_says() {
 
 // ---- a real server and a real client -----------------------------------------
 
-use support::axum_server::{Server, serve};
+use support::axum_server::{self, Server, serve};
 
 /// What a client saw: status, `Retry-After`, `RateLimit-Policy`, `RateLimit`.
 #[derive(Debug)]
@@ -108,40 +101,19 @@ struct Reply {
 }
 
 async fn get_from(server: &Server, from: Ipv4Addr) -> Reply {
-    tokio::time::timeout(TIMEOUT, send(server.addr, from))
-        .await
-        .expect("request timed out")
-}
-
-async fn send(to: SocketAddr, from: Ipv4Addr) -> Reply {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from, 0))).unwrap();
-    let stream = socket.connect(to).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let request = hyper::Request::get("/")
-        .header("host", to.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let (status, headers) = axum_server::get(server.addr, from, "/", &[]).await;
     let header = |name: &str| {
-        let mut values = response.headers().get_all(name).iter();
+        let mut values = headers.get_all(name).iter();
         let first = values.next().map(|v| v.to_str().unwrap().to_owned());
         assert!(values.next().is_none(), "{name} sent twice");
         first
     };
-    let reply = Reply {
-        status: response.status().as_u16(),
+    Reply {
+        status,
         retry_after: header("retry-after"),
         policy: header("ratelimit-policy"),
         limit: header("ratelimit"),
-    };
-    response.into_body().collect().await.unwrap();
-    drop(sender);
-    conn.await.unwrap().unwrap();
-    reply
+    }
 }
 
 fn app() -> Router {

@@ -43,3 +43,51 @@ pub async fn serve_without_connect_info(app: axum::Router) -> Server {
     });
     Server { addr, task }
 }
+
+/// The most any one request may take, connection included.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET path` with `headers` on a new HTTP/1 connection from the loopback
+/// address `from` (so the server sees distinct peers): the status and the
+/// response headers, the body read to its end. Panics after [`TIMEOUT`].
+pub async fn get(
+    to: SocketAddr,
+    from: Ipv4Addr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap) {
+    tokio::time::timeout(TIMEOUT, send(to, from, path, headers))
+        .await
+        .expect("request timed out")
+}
+
+async fn send(
+    to: SocketAddr,
+    from: Ipv4Addr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let stream = socket.connect(to).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut request = hyper::Request::get(path).header("host", to.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    // Read the body to its end, then let the connection close.
+    body.collect().await.unwrap();
+    drop(sender);
+    conn.await.unwrap().unwrap();
+    (parts.status.as_u16(), parts.headers)
+}
