@@ -714,6 +714,16 @@ fn every_config_error() {
             .build()
             .is_ok()
     );
+    // The bounds themselves are allowed: one bucket, and the maximum (1,000).
+    for buckets in [1, 1_000] {
+        assert!(
+            l(0.5)
+                .window(Window::time_with_buckets(secs(1), buckets))
+                .build()
+                .is_ok(),
+            "{buckets} buckets"
+        );
+    }
     assert_eq!(err(l(0.5).min_calls(0)), E::ZeroMinCalls);
     assert_eq!(
         err(l(0.5).window(Window::count(10)).min_calls(11)),
