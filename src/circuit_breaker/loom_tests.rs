@@ -217,6 +217,33 @@ fn loom_ring_counts_match_its_bits() {
     });
 }
 
+/// Two successes race to clear the same failure bit (a ring of one slot):
+/// only the one whose `fetch_and` cleared it takes the failure off the
+/// count, so the count never drifts below the bits (a later failure then
+/// reads as one, not zero).
+#[test]
+fn loom_ring_one_bit_cleared_twice_counts_once() {
+    use super::window::CountRing;
+    model(|| {
+        let ring = Arc::new(CountRing::new(1, false));
+        ring.record(true, false);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    ring.record(false, false);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(ring.tally().failures, 0);
+        assert_eq!(ring.record(true, false).failures, 1);
+        assert_eq!(ring.failed_bits(), 1);
+    });
+}
+
 /// A closed-state failure races `force_open`: once `force_open` has
 /// returned, the counts never change again (the run is sealed before the
 /// state leaves closed, so a late failure cannot slip in after).
