@@ -296,8 +296,20 @@ async fn config_errors_as_in_memory() {
         ConfigError::LogWithStore
     );
     assert_eq!(
-        redis(RateLimitLayer::token_bucket(5, sec).wait(sec)),
+        RateLimitLayer::token_bucket(5, sec)
+            .wait(sec)
+            .redis(store(), p.clone())
+            .build()
+            .map(|_| ())
+            .unwrap_err(),
         ConfigError::WaitWithStore
+    );
+    // Several limits are in-memory only.
+    assert_eq!(
+        redis(
+            RateLimitLayer::token_bucket(5, sec).and(RateLimitLayer::token_bucket(50, 60 * sec))
+        ),
+        ConfigError::SeveralLimitsWithStore
     );
     // Faster than one per µs: the server clock cannot express it.
     assert_eq!(

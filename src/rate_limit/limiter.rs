@@ -12,6 +12,7 @@ use super::gcra::Gcra;
 use super::handle::Counters;
 use super::headers::{Policy, Quota, gcra_quota};
 use super::keyed::{Access, LogRing, Shards};
+use super::multi::{Limits, MultiDecision, MultiState};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::{SlidingWindow, WindowState};
 use super::store::{GcraCell, LogCell, Undo, WindowCell};
@@ -26,6 +27,12 @@ pub(crate) enum State {
     KeyedGcra(Gcra, Shards<Nanos>),
     KeyedWindow(SlidingWindow, Shards<WindowState>),
     KeyedLog(SlidingLog, Shards<LogRing>),
+    /// Several limits, all-or-nothing; unkeyed is one key (0) of the store.
+    Multi {
+        limits: Limits,
+        shards: Shards<MultiState>,
+        keyed: bool,
+    },
 }
 
 /// The algorithm alone, as configured (before storage is chosen).
@@ -56,6 +63,8 @@ pub(crate) struct Limiter {
     hasher: RandomState,
     /// The policy reported in `RateLimit` header fields (`.headers(..)`).
     pub(crate) policy: Option<&'static Policy>,
+    /// Wait mode decides in `call` (keyed or costed), not in `poll_ready`.
+    pub(crate) waits_in_call: bool,
 }
 
 impl Limiter {
@@ -74,7 +83,19 @@ impl Limiter {
             counters: Counters::new(),
             hasher: RandomState::new(),
             policy: None,
+            waits_in_call: false,
         }
+    }
+
+    /// A limiter checking several limits all-or-nothing (at least two).
+    pub(crate) fn multi(algorithms: Vec<Algorithm>, max_keys: Option<usize>) -> Self {
+        let mut limiter = Self::new(algorithms[0], None);
+        limiter.state = State::Multi {
+            limits: Limits::new(algorithms),
+            shards: Shards::new(max_keys.unwrap_or(1)),
+            keyed: max_keys.is_some(),
+        };
+        limiter
     }
 
     /// Whether requests are told apart by key.
@@ -82,7 +103,10 @@ impl Limiter {
     pub(crate) fn is_keyed(&self) -> bool {
         matches!(
             self.state,
-            State::KeyedGcra(..) | State::KeyedWindow(..) | State::KeyedLog(..)
+            State::KeyedGcra(..)
+                | State::KeyedWindow(..)
+                | State::KeyedLog(..)
+                | State::Multi { keyed: true, .. }
         )
     }
 
@@ -98,6 +122,7 @@ impl Limiter {
             State::Gcra(g, _) | State::KeyedGcra(g, _) => g.burst(),
             State::Window(sw, ..) | State::KeyedWindow(sw, _) => sw.limit(),
             State::Log(log, _) | State::KeyedLog(log, _) => log.limit(),
+            State::Multi { limits, .. } => limits.limit(0),
         }
     }
 
@@ -119,6 +144,7 @@ impl Limiter {
             State::Gcra(..) | State::KeyedGcra(..) => "token bucket",
             State::Window(..) | State::KeyedWindow(..) => "sliding window",
             State::Log(..) | State::KeyedLog(..) => "sliding log",
+            State::Multi { .. } => "several limits",
         }
     }
 
@@ -128,6 +154,11 @@ impl Limiter {
             State::KeyedGcra(_, s) => s.len(),
             State::KeyedWindow(_, s) => s.len(),
             State::KeyedLog(_, s) => s.len(),
+            State::Multi {
+                shards,
+                keyed: true,
+                ..
+            } => shards.len(),
             _ => 0,
         }
     }
@@ -235,6 +266,46 @@ impl Limiter {
                 );
                 self.keyed_outcome(a, cost, |_| Undo::Nothing)
             }
+            State::Multi { limits, shards, .. } => {
+                // Several limits decide at once only; a waiter retries.
+                let a = shards.access(
+                    key,
+                    now,
+                    || limits.fresh(),
+                    |st| limits.idle_at(st),
+                    |st, t| limits.decide(st, t, cost),
+                );
+                match a {
+                    Access::Decided(MultiDecision::Admit { at, generation }) => Outcome::Admit {
+                        at,
+                        undo: Undo::Multi { generation },
+                    },
+                    Access::Decided(MultiDecision::Deny {
+                        index,
+                        retry_after,
+                        remaining,
+                    }) => Outcome::Deny(RateLimited {
+                        retry_after: Duration::from_nanos(retry_after),
+                        limit: limits.limit(index),
+                        remaining,
+                        limit_index: index,
+                        policy: self.policy,
+                    }),
+                    Access::Decided(MultiDecision::Never { index }) => {
+                        Outcome::Never(InsufficientCapacity {
+                            cost,
+                            capacity: limits.limit(index),
+                        })
+                    }
+                    Access::Full { retry_after } => Outcome::Deny(RateLimited {
+                        retry_after: Duration::from_nanos(retry_after),
+                        limit: self.limit(),
+                        remaining: 0,
+                        limit_index: 0,
+                        policy: self.policy,
+                    }),
+                }
+            }
         }
     }
 
@@ -255,6 +326,9 @@ impl Limiter {
             (State::KeyedWindow(sw, shards), Undo::Window { idx, cost }) => {
                 shards.update(key, |st| *st = sw.undo(*st, idx, cost));
             }
+            (State::Multi { limits, shards, .. }, Undo::Multi { generation }) => {
+                shards.update(key, |st| limits.undo(st, generation));
+            }
             _ => {}
         }
     }
@@ -270,6 +344,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining,
+                limit_index: 0,
                 policy: self.policy,
             }),
             Decision::Never => Outcome::Never(InsufficientCapacity {
@@ -295,6 +370,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining: 0,
+                limit_index: 0,
                 policy: self.policy,
             }),
         }

@@ -170,10 +170,13 @@ pub mod headers;
 pub(crate) mod keyed;
 mod layer;
 mod limiter;
+mod mode;
+mod multi;
 mod request;
 mod sliding_log;
 mod sliding_window;
 mod store;
+mod wait;
 
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -183,10 +186,13 @@ pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use headers::{ApplyStamp, HeaderStamp, NoHeaders, Quota, RateLimitHeaders, ResponseHeaders};
 pub use layer::{DEFAULT_MAX_KEYS, InMemory, RateLimitBuilder, RateLimitLayer};
+pub use mode::{Reject, Wait};
+pub use wait::WaitFuture;
 pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -210,7 +216,10 @@ use store::Undo;
 /// `H` says what the limiter writes on admitted responses: [`NoHeaders`]
 /// (the default) or [`RateLimitHeaders`] (see
 /// [`RateLimitBuilder::headers`]).
-pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders> {
+///
+/// `M` is the mode: [`Reject`] (the default) or [`Wait`] (see
+/// [`RateLimitBuilder::wait`]).
+pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders, M = Reject> {
     inner: S,
     limiter: Arc<Limiter>,
     key: K,
@@ -222,6 +231,7 @@ pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders> {
     slot: Slot,
     /// Created the first time this instance waits, then reset.
     sleep: Option<Pin<Box<Sleep>>>,
+    mode: PhantomData<fn() -> M>,
 }
 
 /// Wait mode's per-instance state.
@@ -237,7 +247,7 @@ enum Slot {
     Refused(Refusal),
 }
 
-impl<S, K, C, H> RateLimit<S, K, C, H> {
+impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
     fn new(
         inner: S,
         limiter: Arc<Limiter>,
@@ -255,6 +265,7 @@ impl<S, K, C, H> RateLimit<S, K, C, H> {
             max_wait,
             slot: Slot::Empty,
             sleep: None,
+            mode: PhantomData,
         }
     }
 
@@ -354,54 +365,68 @@ impl<S, K, C, H> RateLimit<S, K, C, H> {
         if cost == 0 {
             return Ok(None);
         }
-        let key = if self.limiter.is_keyed() {
-            let key = self.key.extract(req);
-            match self.key.status(&key) {
-                KeyStatus::Known => {}
-                KeyStatus::Unknown => self.limiter.counters.unknown_key(),
-                KeyStatus::Refuse => {
-                    self.limiter.counters.unknown_key();
-                    return Err(Refusal::Unknown(UnknownKey));
-                }
-            }
-            self.limiter.hash_key(&key)
-        } else {
-            0
-        };
+        let key = self.key_of(req)?;
         match self.limiter.acquire(key, cost, 0) {
             Outcome::Admit { at, undo } => Ok(Some((at, undo))),
             Outcome::Deny(e) => Err(Refusal::Limited(e)),
             Outcome::Never(e) => Err(Refusal::Never(e)),
         }
     }
-}
 
-impl<S, K, C, H, Req> Service<Req> for RateLimit<S, K, C, H>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    K: KeyExtractor<Req>,
-    C: Cost<Req>,
-    H: ResponseHeaders,
-    H::Stamp: ApplyStamp<S::Response> + Default,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, H::Stamp>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(max_wait) = self.max_wait {
-            ready!(self.poll_wait(cx, max_wait));
-            if matches!(self.slot, Slot::Refused(_)) {
-                // `call` answers with the error without calling the inner
-                // service, so its readiness is not needed.
-                return Poll::Ready(Ok(()));
+    /// The request's key as stored (0 when unkeyed), or the refusal of a
+    /// strict extractor.
+    #[inline]
+    fn key_of<Req>(&self, req: &Req) -> Result<u64, Refusal>
+    where
+        K: KeyExtractor<Req>,
+    {
+        if !self.limiter.is_keyed() {
+            return Ok(0);
+        }
+        let key = self.key.extract(req);
+        match self.key.status(&key) {
+            KeyStatus::Known => {}
+            KeyStatus::Unknown => self.limiter.counters.unknown_key(),
+            KeyStatus::Refuse => {
+                self.limiter.counters.unknown_key();
+                return Err(Refusal::Unknown(UnknownKey));
             }
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        Ok(self.limiter.hash_key(&key))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    /// Counts and traces a refusal.
+    fn refused(&self, r: &Refusal) {
+        self.limiter.counters.reject();
+        match r {
+            Refusal::Limited(e) => tracing::debug!(
+                retry_after = ?e.retry_after,
+                limit = e.limit,
+                remaining = e.remaining,
+                "rate limited"
+            ),
+            Refusal::Never(e) => tracing::debug!(
+                cost = e.cost,
+                capacity = e.capacity,
+                "request cost above the limiter's capacity"
+            ),
+            Refusal::Unknown(_) => {
+                tracing::debug!("refused: the key extractor identified no client")
+            }
+        }
+    }
+
+    /// `call` after a ready `poll_ready` in reject mode, and in wait mode
+    /// when the wait happened in `poll_ready`: the decision is in the slot
+    /// (wait mode) or taken now.
+    #[inline]
+    fn call_now<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, H::Stamp>
+    where
+        S: Service<Req>,
+        K: KeyExtractor<Req>,
+        C: Cost<Req>,
+        H: ResponseHeaders,
+    {
         let decided = match mem::replace(&mut self.slot, Slot::Empty) {
             Slot::Reserved { at, undo } => Ok(Some((at, undo))),
             Slot::Refused(r) => Err(r),
@@ -421,30 +446,38 @@ where
                 ResponseFuture::called(self.inner.call(req), stamp)
             }
             Err(r) => {
-                self.limiter.counters.reject();
-                match &r {
-                    Refusal::Limited(e) => tracing::debug!(
-                        retry_after = ?e.retry_after,
-                        limit = e.limit,
-                        remaining = e.remaining,
-                        "rate limited"
-                    ),
-                    Refusal::Never(e) => tracing::debug!(
-                        cost = e.cost,
-                        capacity = e.capacity,
-                        "request cost above the limiter's capacity"
-                    ),
-                    Refusal::Unknown(_) => {
-                        tracing::debug!("refused: the key extractor identified no client")
-                    }
-                }
+                self.refused(&r);
                 ResponseFuture::refused(r)
             }
         }
     }
 }
 
-impl<S: Clone, K: Clone, C: Clone, H: Clone> Clone for RateLimit<S, K, C, H> {
+impl<S, K, C, H, Req> Service<Req> for RateLimit<S, K, C, H, Reject>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: KeyExtractor<Req>,
+    C: Cost<Req>,
+    H: ResponseHeaders,
+    H::Stamp: ApplyStamp<S::Response> + Default,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, H::Stamp>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.call_now(req)
+    }
+}
+
+impl<S: Clone, K: Clone, C: Clone, H: Clone, M> Clone for RateLimit<S, K, C, H, M> {
     /// Shares the limiter; the clone holds no reservation and no timer (the
     /// Tower contract: a clone must be polled ready itself).
     fn clone(&self) -> Self {
@@ -459,7 +492,7 @@ impl<S: Clone, K: Clone, C: Clone, H: Clone> Clone for RateLimit<S, K, C, H> {
     }
 }
 
-impl<S, K, C, H> Drop for RateLimit<S, K, C, H> {
+impl<S, K, C, H, M> Drop for RateLimit<S, K, C, H, M> {
     /// A reservation never called is given back where the algorithm can.
     fn drop(&mut self) {
         if let Slot::Reserved { undo, .. } = mem::replace(&mut self.slot, Slot::Empty) {
@@ -468,7 +501,7 @@ impl<S, K, C, H> Drop for RateLimit<S, K, C, H> {
     }
 }
 
-impl<S: fmt::Debug, K, C, H> fmt::Debug for RateLimit<S, K, C, H> {
+impl<S: fmt::Debug, K, C, H, M> fmt::Debug for RateLimit<S, K, C, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
