@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use palisade::rate_limit::{
-    ConfigError, InMemory, InsufficientCapacity, NoHeaders, PerRequest, RateLimit,
-    RateLimitHandle, Unkeyed, Wait,
+    ConfigError, InMemory, InsufficientCapacity, NoHeaders, PerRequest, RateLimit, RateLimitHandle,
+    Unkeyed, Wait,
 };
 use palisade::{BoxError, RateLimitLayer, RateLimited};
 use support::{Mock, MockHandle, ReadyStep, Reply, ms};
@@ -58,7 +58,10 @@ type Waiting = RateLimitLayer<Unkeyed, PerRequest, InMemory, NoHeaders, Wait>;
 
 fn service<M>(
     layer: &RateLimitLayer<Unkeyed, PerRequest, InMemory, NoHeaders, M>,
-) -> (RateLimit<Mock, Unkeyed, PerRequest, NoHeaders, M>, MockHandle) {
+) -> (
+    RateLimit<Mock, Unkeyed, PerRequest, NoHeaders, M>,
+    MockHandle,
+) {
     let mock = Mock::new();
     let h = mock.handle();
     (layer.layer(mock), h)

@@ -306,9 +306,7 @@ async fn config_errors_as_in_memory() {
     );
     // Several limits are in-memory only.
     assert_eq!(
-        redis(
-            RateLimitLayer::token_bucket(5, sec).and(RateLimitLayer::token_bucket(50, 60 * sec))
-        ),
+        redis(RateLimitLayer::token_bucket(5, sec).and(RateLimitLayer::token_bucket(50, 60 * sec))),
         ConfigError::SeveralLimitsWithStore
     );
     // Faster than one per µs: the server clock cannot express it.

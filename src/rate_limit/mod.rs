@@ -187,8 +187,8 @@ pub use handle::RateLimitHandle;
 pub use headers::{ApplyStamp, HeaderStamp, NoHeaders, Quota, RateLimitHeaders, ResponseHeaders};
 pub use layer::{DEFAULT_MAX_KEYS, InMemory, RateLimitBuilder, RateLimitLayer};
 pub use mode::{Reject, Wait};
-pub use wait::WaitFuture;
 pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
+pub use wait::WaitFuture;
 
 use std::fmt;
 use std::future::Future;

@@ -189,7 +189,12 @@ impl Limits {
 
     /// Checks every limit at `now` for `cost`, then charges all of them or
     /// none. The second value says whether anything was stored.
-    pub(crate) fn decide(&self, st: &mut MultiState, now: Nanos, cost: u64) -> (MultiDecision, bool) {
+    pub(crate) fn decide(
+        &self,
+        st: &mut MultiState,
+        now: Nanos,
+        cost: u64,
+    ) -> (MultiDecision, bool) {
         let mut refusal: Option<(usize, Nanos, u64)> = None;
         for (i, (a, p)) in self.algorithms.iter().zip(st.parts.iter()).enumerate() {
             match Self::check(a, p, now, cost) {
@@ -298,8 +303,14 @@ mod tests {
     fn a_refusal_charges_no_limit() {
         let l = two();
         let mut st = l.fresh();
-        assert!(matches!(l.decide(&mut st, 0, 1).0, MultiDecision::Admit { .. }));
-        assert!(matches!(l.decide(&mut st, 0, 1).0, MultiDecision::Admit { .. }));
+        assert!(matches!(
+            l.decide(&mut st, 0, 1).0,
+            MultiDecision::Admit { .. }
+        ));
+        assert!(matches!(
+            l.decide(&mut st, 0, 1).0,
+            MultiDecision::Admit { .. }
+        ));
         let parts = st.parts.clone();
         // The bucket refuses for 500 ms: the log is not charged.
         assert_eq!(
@@ -311,7 +322,10 @@ mod tests {
             }
         );
         assert_eq!(st.parts, parts);
-        assert!(matches!(l.decide(&mut st, S, 1).0, MultiDecision::Admit { .. }));
+        assert!(matches!(
+            l.decide(&mut st, S, 1).0,
+            MultiDecision::Admit { .. }
+        ));
         // The log is full until 10 s; the bucket would admit at 1.5 s.
         let d = l.decide(&mut st, 2 * S, 1).0;
         assert_eq!(
@@ -331,7 +345,10 @@ mod tests {
             Algorithm::Gcra(Gcra::new(1, 3 * S, 1).unwrap()),
         ]);
         let mut st = l.fresh();
-        assert!(matches!(l.decide(&mut st, 0, 1).0, MultiDecision::Admit { .. }));
+        assert!(matches!(
+            l.decide(&mut st, 0, 1).0,
+            MultiDecision::Admit { .. }
+        ));
         // Window: 2 s; bucket: 3 s. Both refuse; the bucket decides.
         assert_eq!(
             l.decide(&mut st, 0, 1).0,
@@ -345,7 +362,10 @@ mod tests {
             l.decide(&mut st, 3 * S - 1, 1).0,
             MultiDecision::Deny { .. }
         ));
-        assert!(matches!(l.decide(&mut st, 3 * S, 1).0, MultiDecision::Admit { .. }));
+        assert!(matches!(
+            l.decide(&mut st, 3 * S, 1).0,
+            MultiDecision::Admit { .. }
+        ));
     }
 
     #[test]
@@ -371,7 +391,10 @@ mod tests {
             panic!()
         };
         let after_one = st.parts.clone();
-        assert!(matches!(l.decide(&mut st, 0, 1).0, MultiDecision::Admit { .. }));
+        assert!(matches!(
+            l.decide(&mut st, 0, 1).0,
+            MultiDecision::Admit { .. }
+        ));
         let after_two = st.parts.clone();
         // Not the last one any more: kept.
         l.undo(&mut st, g1);
@@ -386,7 +409,10 @@ mod tests {
             Algorithm::Gcra(Gcra::new(10, S, 10).unwrap()),
         ]);
         let mut st = l.fresh();
-        assert!(matches!(l.decide(&mut st, 0, 1).0, MultiDecision::Admit { .. }));
+        assert!(matches!(
+            l.decide(&mut st, 0, 1).0,
+            MultiDecision::Admit { .. }
+        ));
         let before = st.parts.clone();
         let MultiDecision::Admit { generation, .. } = l.decide(&mut st, S, 1).0 else {
             panic!()

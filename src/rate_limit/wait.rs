@@ -266,7 +266,10 @@ where
                 waiter.limiter.counters.admit();
                 let limiter = &waiter.limiter;
                 let stamp = waiter.headers.stamp(|| limiter.quota_after(at, &undo));
-                let req = waiter.req.take().expect("WaitFuture polled after completion");
+                let req = waiter
+                    .req
+                    .take()
+                    .expect("WaitFuture polled after completion");
                 break Ok(ResponseFuture::called(waiter.svc.call(req), stamp));
             },
         };
