@@ -245,10 +245,16 @@ fn bad_settings_are_errors_from_build() {
         err(RateLimitLayer::sliding_log(1, Duration::ZERO).build()),
         ConfigError::ZeroWindow
     );
-    assert!(matches!(
-        err(RateLimitLayer::sliding_window(1 << 20, s).build()),
-        ConfigError::LimitTooLarge { .. }
-    ));
+    // Limits up to 2^32 (see tests/rate_limit_large.rs); one more is too
+    // large, for both windows.
+    assert_eq!(
+        err(RateLimitLayer::sliding_window((1 << 32) + 1, s).build()),
+        ConfigError::LimitTooLarge { max: 1 << 32 }
+    );
+    assert_eq!(
+        err(RateLimitLayer::sliding_log((1 << 32) + 1, s).build()),
+        ConfigError::LimitTooLarge { max: 1 << 32 }
+    );
     assert_eq!(
         err(RateLimitLayer::sliding_window(1, s).burst(2).build()),
         ConfigError::BurstNotApplicable

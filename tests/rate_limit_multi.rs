@@ -261,7 +261,12 @@ fn model(specs: &[LimitSpec], arrivals: &[(u64, u64, u64)]) -> Vec<Answer> {
         .collect()
 }
 
-fn run(specs: &[LimitSpec], keyed: bool, costed: bool, arrivals: &[(u64, u64, u64)]) -> Vec<Answer> {
+fn run(
+    specs: &[LimitSpec],
+    keyed: bool,
+    costed: bool,
+    arrivals: &[(u64, u64, u64)],
+) -> Vec<Answer> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

@@ -283,7 +283,7 @@ async fn config_errors_as_in_memory() {
         || RateLimitLayer::token_bucket(1, Duration::from_secs(1)).burst(0),
         || RateLimitLayer::sliding_window(0, Duration::from_secs(1)),
         || RateLimitLayer::sliding_window(1, Duration::ZERO),
-        || RateLimitLayer::sliding_window(1 << 20, Duration::from_secs(1)),
+        || RateLimitLayer::sliding_window((1 << 32) + 1, Duration::from_secs(1)),
         || RateLimitLayer::sliding_window(1, Duration::from_secs(1)).burst(2),
         || RateLimitLayer::token_bucket(1, Duration::from_secs(1)).max_keys(3),
     ] as [fn() -> RateLimitBuilder; 8]

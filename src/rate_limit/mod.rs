@@ -177,6 +177,7 @@ mod sliding_log;
 mod sliding_window;
 mod store;
 mod wait;
+mod wide;
 
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -281,7 +281,7 @@ fn params_of(state: &State) -> Result<(Params, u64, Algorithm), ConfigError> {
                 .ok_or(ConfigError::Overflow)?;
             Ok((Params::Gcra { t, b }, g.burst(), Algorithm::Gcra(*g)))
         }
-        State::Window(sw, _) | State::KeyedWindow(sw, _) => {
+        State::Window(sw, _) | State::WideWindow(sw, _) | State::KeyedWindow(sw, _) => {
             let w = sw.window().div_ceil(1_000);
             w.checked_mul(sw.limit())
                 .filter(|p| *p <= MAX_WINDOW_PRODUCT)
