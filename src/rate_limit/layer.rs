@@ -561,8 +561,11 @@ impl<K, C, M> RateLimitBuilder<K, C, NoHeaders, M> {
     /// `RateLimit` field.
     ///
     /// `build()` fails with [`ConfigError::HeadersNeedTokenBucket`] for the
-    /// windows and [`ConfigError::InvalidPolicyName`] for a name that is
-    /// not printable ASCII.
+    /// windows, [`ConfigError::HeadersWithSeveralLimits`] with
+    /// [`and`](Self::and) (the draft allows several policies, but each
+    /// response's one `r`/`t` would have to pick a limit: left out rather
+    /// than chosen silently), and [`ConfigError::InvalidPolicyName`] for a
+    /// name that is not printable ASCII.
     ///
     /// ```
     /// use palisade::RateLimitLayer;

@@ -63,8 +63,11 @@
 //! sustained demand each window after the first admits at least `limit - 1`
 //! (no under-admission beyond one request per window; with a limit of 1 that
 //! means one request every other window, so prefer the token bucket or the
-//! log for very small limits). Limits up to
-//! 1,048,575 (counts are 20-bit fields of the one atomic word).
+//! log for very small limits). Limits up to 2^32 per window: up to
+//! 1,048,575 the unkeyed counts are 20-bit fields of one `AtomicU64`;
+//! above, they are 33-bit fields of one 128-bit word (`portable-atomic`'s
+//! `AtomicU128`, a `cmpxchg16b` on x86_64), chosen at build time, so small
+//! limits pay nothing for large ones.
 //!
 //! ## Sliding-window log
 //!
@@ -73,7 +76,9 @@
 //! half-open window `[t, t + W)`. **Full rate:** a request is refused only
 //! when `limit` admissions lie in the last `W`, and `retry_after` is when the
 //! oldest of them leaves. Costs `8 * limit` bytes per key; counts requests
-//! (no cost function). Unkeyed, it is a lock-free ring.
+//! (no cost function). Limits up to 2^32. Unkeyed, it is a lock-free ring
+//! allocated at build up to a limit of 2^20 (8 MiB); above, it grows as it
+//! fills, under a short lock (one key of the keyed store).
 //!
 //! # Where the decision is taken
 //!
@@ -84,15 +89,48 @@
 //!   not called; `poll_ready` only forwards the inner service's readiness,
 //!   so nothing is reserved and nothing needs releasing. (axum treats
 //!   services as always ready; this mode suits it.)
-//! - **Wait mode** (`.wait(max_wait)`, unkeyed without a cost function): the
+//! - **Wait mode** (`.wait(max_wait)`): unkeyed without a cost function, the
 //!   limiter decides in `poll_ready`, which returns `Pending` until the
-//!   request may go, see below.
+//!   request may go; keyed or costed, it decides in `call` and the response
+//!   future waits. See below.
 //!
 //! `retry_after` is exact on the limiter's clock: refused a nanosecond
 //! before it, admitted at it (if nothing else took the capacity), and never
 //! zero while limited.
 //!
 //! # Wait mode
+//!
+//! A wait-mode layer's services need a `Clone` inner service (the mode is a
+//! type, [`Wait`], so reject mode asks nothing of it).
+//!
+//! ## Keyed or costed: waiting in the response future
+//!
+//! The key and the cost are read from the request, so the decision is
+//! taken in `call`. Admitted at once, the request goes to the inner service
+//! there, as in reject mode. Otherwise the response future ([`WaitFuture`])
+//! waits, at most `max_wait`, then polls a clone of the inner service ready
+//! and calls it (the Tower contract holds for the clone; the clone rather
+//! than the instance `poll_ready` made ready, so that no readiness of the
+//! inner service, such as a concurrency permit, is held while sleeping). A
+//! request whose wait would exceed `max_wait` fails at once with
+//! [`RateLimited`] and its `retry_after`.
+//!
+//! - Token bucket: the request's conforming time is booked in `call`, so
+//!   waiters of a key go in the order they called and none beyond the
+//!   limit. A future dropped before its call gives the booking back when no
+//!   later request of the key booked after it (else the slot passes
+//!   unused, as below); so does one whose inner readiness fails.
+//! - Sliding window and log, several limits: the future sleeps until the
+//!   `retry_after` it was told, decides again (another request may have
+//!   taken the capacity), and fails with the last refusal once `max_wait`
+//!   is spent. Admitted, it holds the admission until the inner call; a
+//!   window's admission dropped before it is taken back, a log's entry
+//!   stays.
+//!
+//! Each waiting future has its own timer (inline in the future, no
+//! allocation beyond the clone of the inner service).
+//!
+//! ## Unkeyed, one unit per request: waiting in `poll_ready`
 //!
 //! `poll_ready` reserves capacity and waits for it with one
 //! `tokio::time::Sleep` per service instance, created the first time that
@@ -136,7 +174,23 @@
 //! a per-limiter random seed: two distinct keys share a limit only on a hash
 //! collision (about `n² / 2^65` for `n` keys held), which the random seed
 //! keeps an attacker from aiming for. Keyed limiters decide in `call` (the
-//! key comes from the request), so they have no wait mode.
+//! key comes from the request), and wait, in wait mode, in the response
+//! future.
+//!
+//! # Several limits
+//!
+//! [`RateLimitBuilder::and`] adds limits to one layer ("10 per second and
+//! 1,000 per hour"), any mix of the three algorithms, keyed or not, in
+//! reject or wait mode. They are checked all-or-nothing: every limit is
+//! checked on its current state, and only if all admit is each one charged,
+//! so a request refused by any limit is charged to none (two stacked
+//! layers would charge the outer one for requests the inner one refuses:
+//! Kuadrant/limitador #506). A refusal's `retry_after` is the earliest time
+//! all of them admit (each limit's admission only grows with time, so it
+//! is the latest of their own), and [`RateLimited::limit_index`] names the
+//! limit that admits last. A key's limits are decided together under one
+//! short lock (the keyed store's; an unkeyed layer with several limits is
+//! its one key), where one limit alone stays lock-free when unkeyed.
 //!
 //! # Counts and tracing
 //!
