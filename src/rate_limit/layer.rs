@@ -274,12 +274,12 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
     /// # async fn main() -> Result<(), palisade::BoxError> {
     /// // Outbound shaping: 2 per second per host, waiting up to 5 s.
     /// let layer = RateLimitLayer::token_bucket(2, Duration::from_secs(1))
-    ///     .keyed(|host: &&str| host.to_string())
+    ///     .keyed(|host: &&'static str| host.to_string())
     ///     .wait(Duration::from_secs(5))
     ///     .build()?;
     /// let mut svc = ServiceBuilder::new()
     ///     .layer(layer)
-    ///     .service_fn(|host: &str| async move { Ok::<_, std::convert::Infallible>(host) });
+    ///     .service_fn(|host: &'static str| async move { Ok::<_, std::convert::Infallible>(host) });
     /// let start = Instant::now();
     /// svc.ready().await?.call("a.example").await?;
     /// svc.ready().await?.call("a.example").await?; // waits 500 ms
@@ -338,11 +338,11 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
     /// let layer = RateLimitLayer::token_bucket(2, second)
     ///     .burst(2)
     ///     .and(RateLimitLayer::sliding_log(3, 60 * second))
-    ///     .keyed(|user: &&str| user.to_string())
+    ///     .keyed(|user: &&'static str| user.to_string())
     ///     .build()?;
     /// let mut svc = ServiceBuilder::new()
     ///     .layer(layer)
-    ///     .service_fn(|user: &str| async move { Ok::<_, std::convert::Infallible>(user) });
+    ///     .service_fn(|user: &'static str| async move { Ok::<_, std::convert::Infallible>(user) });
     ///
     /// svc.ready().await?.call("ann").await?;
     /// svc.ready().await?.call("ann").await?;
