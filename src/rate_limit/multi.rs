@@ -23,6 +23,7 @@
 //! beside the state, with a generation number.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::decision::Decision;
 use super::limiter::Algorithm;
@@ -57,9 +58,13 @@ pub(crate) struct MultiState {
 }
 
 /// Several limits, in the order they were given.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Limits {
     algorithms: Box<[Algorithm]>,
+    /// Each new state's first generation: a key evicted and held again
+    /// starts far from where it was, so an undo kept from its earlier life
+    /// (a reservation outliving an eviction) cannot match a new admission.
+    epochs: AtomicU64,
 }
 
 /// What the limits answer one request.
@@ -84,6 +89,7 @@ impl Limits {
     pub(crate) fn new(algorithms: Vec<Algorithm>) -> Self {
         Self {
             algorithms: algorithms.into_boxed_slice(),
+            epochs: AtomicU64::new(0),
         }
     }
 
@@ -118,7 +124,7 @@ impl Limits {
         MultiState {
             parts,
             before,
-            generation: 0,
+            generation: self.epochs.fetch_add(1 << 32, Ordering::Relaxed),
         }
     }
 
@@ -400,6 +406,25 @@ mod tests {
         l.undo(&mut st, g1);
         assert_eq!(st.parts, after_two);
         assert_ne!(after_one, after_two);
+    }
+
+    /// A key held again after an eviction starts a new run of
+    /// generations: an undo from its earlier life matches nothing.
+    #[test]
+    fn a_new_state_does_not_take_an_old_undo() {
+        let l = two();
+        let mut old = l.fresh();
+        let MultiDecision::Admit { generation, .. } = l.decide(&mut old, 0, 1).0 else {
+            panic!()
+        };
+        let mut new = l.fresh();
+        assert!(matches!(
+            l.decide(&mut new, 0, 1).0,
+            MultiDecision::Admit { .. }
+        ));
+        let parts = new.parts.clone();
+        l.undo(&mut new, generation);
+        assert_eq!(new.parts, parts);
     }
 
     #[test]
