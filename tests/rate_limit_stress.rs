@@ -131,7 +131,11 @@ async fn wide_windows_and_several_limits_never_exceed_them() {
         .build()
         .unwrap();
     let mock = Mock::new();
-    assert_eq!(hammer(two.layer(mock)).await, 1_000, "500 per key, two keys");
+    assert_eq!(
+        hammer(two.layer(mock)).await,
+        1_000,
+        "500 per key, two keys"
+    );
 
     // Keyed wait mode with a bound shorter than any refill: as reject.
     let waiting = RateLimitLayer::token_bucket(1, HOUR)

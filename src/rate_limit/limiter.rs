@@ -278,46 +278,58 @@ impl Limiter {
                 );
                 self.keyed_outcome(a, cost, |_| Undo::Nothing)
             }
-            State::Multi { limits, shards, .. } => {
-                // Several limits decide at once only; a waiter retries.
-                let a = shards.access(
-                    key,
-                    now,
-                    || limits.fresh(),
-                    |st| limits.idle_at(st),
-                    |st, t| limits.decide(st, t, cost),
-                );
-                match a {
-                    Access::Decided(MultiDecision::Admit { at, generation }) => Outcome::Admit {
-                        at,
-                        undo: Undo::Multi { generation },
-                    },
-                    Access::Decided(MultiDecision::Deny {
-                        index,
-                        retry_after,
-                        remaining,
-                    }) => Outcome::Deny(RateLimited {
-                        retry_after: Duration::from_nanos(retry_after),
-                        limit: limits.limit(index),
-                        remaining,
-                        limit_index: index,
-                        policy: self.policy,
-                    }),
-                    Access::Decided(MultiDecision::Never { index }) => {
-                        Outcome::Never(InsufficientCapacity {
-                            cost,
-                            capacity: limits.limit(index),
-                        })
-                    }
-                    Access::Full { retry_after } => Outcome::Deny(RateLimited {
-                        retry_after: Duration::from_nanos(retry_after),
-                        limit: self.limit(),
-                        remaining: 0,
-                        limit_index: 0,
-                        policy: self.policy,
-                    }),
-                }
+            State::Multi { limits, shards } => self.acquire_multi(limits, shards, key, cost, now),
+        }
+    }
+
+    /// Several limits: kept out of `acquire_with`, so that the single-limit
+    /// paths inline as before.
+    #[inline(never)]
+    fn acquire_multi(
+        &self,
+        limits: &Limits,
+        shards: &Shards<MultiState>,
+        key: u64,
+        cost: u64,
+        now: impl Fn() -> Nanos,
+    ) -> Outcome {
+        // Several limits decide at once only; a waiter retries.
+        let a = shards.access(
+            key,
+            now,
+            || limits.fresh(),
+            |st| limits.idle_at(st),
+            |st, t| limits.decide(st, t, cost),
+        );
+        match a {
+            Access::Decided(MultiDecision::Admit { at, generation }) => Outcome::Admit {
+                at,
+                undo: Undo::Multi { generation },
+            },
+            Access::Decided(MultiDecision::Deny {
+                index,
+                retry_after,
+                remaining,
+            }) => Outcome::Deny(RateLimited {
+                retry_after: Duration::from_nanos(retry_after),
+                limit: limits.limit(index),
+                remaining,
+                limit_index: index,
+                policy: self.policy,
+            }),
+            Access::Decided(MultiDecision::Never { index }) => {
+                Outcome::Never(InsufficientCapacity {
+                    cost,
+                    capacity: limits.limit(index),
+                })
             }
+            Access::Full { retry_after } => Outcome::Deny(RateLimited {
+                retry_after: Duration::from_nanos(retry_after),
+                limit: self.limit(),
+                remaining: 0,
+                limit_index: 0,
+                policy: self.policy,
+            }),
         }
     }
 
@@ -348,7 +360,8 @@ impl Limiter {
         }
     }
 
-    #[inline]
+    // Always inlined: a call here per request costs more than the match.
+    #[inline(always)]
     fn outcome<S>(&self, d: Decision<S>, undo: Undo, cost: u64) -> Outcome {
         match d {
             Decision::Admit { at, .. } => Outcome::Admit { at, undo },

@@ -65,6 +65,7 @@ where
     type Error = BoxError;
     type Future = WaitFuture<S, Req, H>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !self.limiter.waits_in_call {
             ready!(self.poll_wait(cx, self.max_wait.unwrap_or(0)));
@@ -77,6 +78,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if !self.limiter.waits_in_call {
             return WaitFuture::now(self.call_now(req));
@@ -109,25 +111,48 @@ where
             Outcome::Deny(e) => return self.refuse(Refusal::Limited(e)),
             Outcome::Never(e) => return self.refuse(Refusal::Never(e)),
         };
-        WaitFuture {
-            kind: Kind::Waiting {
-                sleep: tokio::time::sleep_until(self.limiter.clock.instant_at(wake)),
-                waiter: Waiter {
-                    svc: self.inner.clone(),
-                    req: Some(req),
-                    limiter: self.limiter.clone(),
-                    headers: self.headers.clone(),
-                    key,
-                    cost,
-                    deadline: now.saturating_add(max_wait),
-                    reserved,
-                },
-            },
-        }
+        self.defer(req, key, cost, now.saturating_add(max_wait), wake, reserved)
     }
 }
 
 impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
+    /// A future that waits until `wake`, then (admitted) calls a clone of
+    /// the inner service, or (not yet) decides again. Kept out of `call`:
+    /// the path admitted at once stays small.
+    #[cold]
+    #[inline(never)]
+    fn defer<Req>(
+        &mut self,
+        req: Req,
+        key: u64,
+        cost: u64,
+        deadline: Nanos,
+        wake: Nanos,
+        reserved: Option<(Nanos, Undo)>,
+    ) -> WaitFuture<S, Req, H>
+    where
+        S: Service<Req> + Clone,
+        H: ResponseHeaders,
+    {
+        WaitFuture {
+            kind: Kind::Waiting {
+                waiting: Box::pin(Waiting {
+                    sleep: tokio::time::sleep_until(self.limiter.clock.instant_at(wake)),
+                    waiter: Waiter {
+                        svc: self.inner.clone(),
+                        req: Some(req),
+                        limiter: self.limiter.clone(),
+                        headers: self.headers.clone(),
+                        key,
+                        cost,
+                        deadline,
+                        reserved,
+                    },
+                }),
+            },
+        }
+    }
+
     fn refuse<Req>(&self, r: Refusal) -> WaitFuture<S, Req, H>
     where
         S: Service<Req>,
@@ -186,7 +211,19 @@ pin_project! {
         H: ResponseHeaders,
     {
         Now { #[pin] fut: ResponseFuture<S::Future, H::Stamp> },
-        Waiting { #[pin] sleep: Sleep, waiter: Waiter<S, Req, H> },
+        // Boxed: the future of a request admitted at once stays small (one
+        // allocation per request that waits, none otherwise).
+        Waiting { waiting: Pin<Box<Waiting<S, Req, H>>> },
+    }
+}
+
+pin_project! {
+    /// A request waiting: its timer and what it holds.
+    #[project = WaitingProj]
+    struct Waiting<S, Req, H> {
+        #[pin]
+        sleep: Sleep,
+        waiter: Waiter<S, Req, H>,
     }
 }
 
@@ -195,6 +232,7 @@ where
     S: Service<Req>,
     H: ResponseHeaders,
 {
+    #[inline]
     fn now(fut: ResponseFuture<S::Future, H::Stamp>) -> Self {
         Self {
             kind: Kind::Now { fut },
@@ -210,7 +248,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Now { .. } => "now",
-            Kind::Waiting { waiter, .. } if waiter.reserved.is_some() => "reserved",
+            Kind::Waiting { waiting } if waiting.waiter.reserved.is_some() => "reserved",
             Kind::Waiting { .. } => "waiting",
         };
         f.debug_struct("WaitFuture")
@@ -228,11 +266,35 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
+        if let KindProj::Now { fut } = kind.as_mut().project() {
+            return fut.poll(cx);
+        }
+        poll_waiting(kind, cx)
+    }
+}
+
+/// The waiting states of [`WaitFuture::poll`], apart from the path that
+/// calls at once.
+#[cold]
+#[inline(never)]
+fn poll_waiting<S, Req, H>(
+    mut kind: Pin<&mut Kind<S, Req, H>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    H: ResponseHeaders,
+    H::Stamp: ApplyStamp<S::Response> + Default,
+{
+    {
         let next = match kind.as_mut().project() {
             KindProj::Now { fut } => return fut.poll(cx),
-            KindProj::Waiting { mut sleep, waiter } => loop {
+            KindProj::Waiting { waiting } => loop {
+                let WaitingProj { mut sleep, waiter } = waiting.as_mut().project();
                 ready!(sleep.as_mut().poll(cx));
                 let Some((at, undo)) = waiter.reserved else {
                     // A window's wait is over: decide again.
@@ -283,8 +345,8 @@ where
             }
             Err(r) => {
                 // The waiter's limiter counts the refusal; nothing was reserved.
-                if let KindProj::Waiting { waiter, .. } = kind.as_mut().project() {
-                    waiter.limiter.counters.reject();
+                if let KindProj::Waiting { waiting } = kind.as_mut().project() {
+                    waiting.waiter.limiter.counters.reject();
                     tracing::debug!("rate limited: the wait would exceed max_wait");
                 }
                 kind.set(Kind::Now {
