@@ -23,6 +23,7 @@ enum Answer {
     Limited {
         retry_after: u64,
         index: usize,
+        limit: u64,
         remaining: u64,
     },
     Never,
@@ -38,6 +39,7 @@ where
             Some(l) => Answer::Limited {
                 retry_after: l.retry_after.as_nanos() as u64,
                 index: l.limit_index,
+                limit: l.limit,
                 remaining: l.remaining,
             },
             None => {
@@ -77,6 +79,7 @@ async fn a_refused_request_is_charged_to_no_limit() {
         Answer::Limited {
             retry_after: 8_000_000_000,
             index: 1,
+            limit: 2,
             remaining: 0
         }
     );
@@ -247,9 +250,14 @@ fn model(specs: &[LimitSpec], arrivals: &[(u64, u64, u64)]) -> Vec<Answer> {
                 }
             }
             if let Some((retry_after, index, remaining)) = refusal {
+                let limit = match specs[index] {
+                    LimitSpec::Bucket { burst, .. } => burst,
+                    LimitSpec::Log { limit, .. } => limit,
+                };
                 return Answer::Limited {
                     retry_after,
                     index,
+                    limit,
                     remaining,
                 };
             }
