@@ -255,4 +255,94 @@ criterion_group! {
         .sample_size(20);
     targets = bench
 }
-criterion_main!(benches);
+/// The paths added with several limits, large windows and keyed wait mode,
+/// beside the single-limit paths they extend (same driver, same run).
+fn bench_limits(c: &mut Criterion) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut g = c.benchmark_group("rate_limit/limits");
+    let ms = Duration::from_millis(1);
+    let sec = Duration::from_secs(1);
+    g.bench_function("bare", |b| {
+        let mut svc = Bare;
+        b.iter(|| one(&mut svc, &mut cx, 1))
+    });
+    // Windows: the small 64-bit cell, the wide 128-bit one (2^32), and a
+    // log above the ring's size (grown under a short lock).
+    let small = RateLimitLayer::sliding_window(1_000_000, ms)
+        .build()
+        .unwrap();
+    let wide = RateLimitLayer::sliding_window(1 << 32, ms).build().unwrap();
+    let big_log = RateLimitLayer::sliding_log(1 << 32, Duration::from_micros(1))
+        .build()
+        .unwrap();
+    for (name, layer) in [
+        ("sliding_window_small", small),
+        ("sliding_window_2^32", wide),
+        ("sliding_log_2^32", big_log),
+    ] {
+        g.bench_function(name, |b| {
+            let mut svc = layer.layer(Bare);
+            b.iter(|| one(&mut svc, &mut cx, 1))
+        });
+    }
+    // One limit vs two (all-or-nothing), unkeyed and keyed (10,000 keys).
+    let bucket = || RateLimitLayer::token_bucket(1_000_000_000, sec).burst(1_000_000);
+    let two = bucket()
+        .and(RateLimitLayer::sliding_window(1 << 32, sec))
+        .build()
+        .unwrap();
+    g.bench_function("two_limits", |b| {
+        let mut svc = two.layer(Bare);
+        b.iter(|| one(&mut svc, &mut cx, 1))
+    });
+    let keys = 10_000;
+    let keyed_one = bucket().keyed(|k: &u64| *k).build().unwrap();
+    let keyed_two = bucket()
+        .and(RateLimitLayer::sliding_window(1 << 32, sec))
+        .keyed(|k: &u64| *k)
+        .build()
+        .unwrap();
+    let keyed_wait = bucket().keyed(|k: &u64| *k).wait(sec).build().unwrap();
+    g.bench_function("keyed_token_bucket/10000_keys", |b| {
+        let mut svc = keyed_one.layer(Bare);
+        let mut i = 0u64;
+        b.iter(|| {
+            i = (i + 1) % keys;
+            one(&mut svc, &mut cx, i)
+        })
+    });
+    g.bench_function("keyed_two_limits/10000_keys", |b| {
+        let mut svc = keyed_two.layer(Bare);
+        let mut i = 0u64;
+        b.iter(|| {
+            i = (i + 1) % keys;
+            one(&mut svc, &mut cx, i)
+        })
+    });
+    // Wait mode admitting at once: keyed (decided in `call`) and unkeyed
+    // (decided in `poll_ready`).
+    g.bench_function("keyed_token_bucket_wait/10000_keys", |b| {
+        let mut svc = keyed_wait.layer(Bare);
+        let mut i = 0u64;
+        b.iter(|| {
+            i = (i + 1) % keys;
+            one(&mut svc, &mut cx, i)
+        })
+    });
+    let unkeyed_wait = bucket().wait(sec).build().unwrap();
+    g.bench_function("token_bucket_wait", |b| {
+        let mut svc = unkeyed_wait.layer(Bare);
+        b.iter(|| one(&mut svc, &mut cx, 1))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = limits;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20);
+    targets = bench_limits
+}
+criterion_main!(benches, limits);

@@ -4,7 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use palisade::rate_limit::{ConfigError, InsufficientCapacity, RateLimit, RateLimitHandle};
+use palisade::rate_limit::{
+    ConfigError, InMemory, InsufficientCapacity, NoHeaders, PerRequest, RateLimit, RateLimitHandle,
+    Unkeyed, Wait,
+};
 use palisade::{BoxError, RateLimitLayer, RateLimited};
 use support::{Mock, MockHandle, ReadyStep, Reply, ms};
 use tokio::time::{Instant, advance};
@@ -50,7 +53,15 @@ fn algorithms() -> Vec<(&'static str, RateLimitLayer)> {
     ]
 }
 
-fn service(layer: &RateLimitLayer) -> (RateLimit<Mock>, MockHandle) {
+/// A wait-mode layer, unkeyed, one unit per request.
+type Waiting = RateLimitLayer<Unkeyed, PerRequest, InMemory, NoHeaders, Wait>;
+
+fn service<M>(
+    layer: &RateLimitLayer<Unkeyed, PerRequest, InMemory, NoHeaders, M>,
+) -> (
+    RateLimit<Mock, Unkeyed, PerRequest, NoHeaders, M>,
+    MockHandle,
+) {
     let mock = Mock::new();
     let h = mock.handle();
     (layer.layer(mock), h)
@@ -234,10 +245,16 @@ fn bad_settings_are_errors_from_build() {
         err(RateLimitLayer::sliding_log(1, Duration::ZERO).build()),
         ConfigError::ZeroWindow
     );
-    assert!(matches!(
-        err(RateLimitLayer::sliding_window(1 << 20, s).build()),
-        ConfigError::LimitTooLarge { .. }
-    ));
+    // Limits up to 2^32 (see tests/rate_limit_large.rs); one more is too
+    // large, for both windows.
+    assert_eq!(
+        err(RateLimitLayer::sliding_window((1 << 32) + 1, s).build()),
+        ConfigError::LimitTooLarge { max: 1 << 32 }
+    );
+    assert_eq!(
+        err(RateLimitLayer::sliding_log((1 << 32) + 1, s).build()),
+        ConfigError::LimitTooLarge { max: 1 << 32 }
+    );
     assert_eq!(
         err(RateLimitLayer::sliding_window(1, s).burst(2).build()),
         ConfigError::BurstNotApplicable
@@ -257,20 +274,21 @@ fn bad_settings_are_errors_from_build() {
         .map(|_| ())
         .unwrap_err();
     assert_eq!(e, ConfigError::ZeroMaxKeys);
-    let e = RateLimitLayer::token_bucket(1, s)
-        .keyed(|r: &u64| *r)
-        .wait(s)
-        .build()
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(e, ConfigError::WaitNeedsUnkeyed);
-    let e = RateLimitLayer::token_bucket(1, s)
-        .cost(|_: &u64| 2)
-        .wait(s)
-        .build()
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(e, ConfigError::WaitNeedsUnkeyed);
+    // Keyed and costed limiters wait too (in the response future).
+    assert!(
+        RateLimitLayer::token_bucket(1, s)
+            .keyed(|r: &u64| *r)
+            .wait(s)
+            .build()
+            .is_ok()
+    );
+    assert!(
+        RateLimitLayer::token_bucket(1, s)
+            .cost(|_: &u64| 2)
+            .wait(s)
+            .build()
+            .is_ok()
+    );
     let e = RateLimitLayer::sliding_window(1, s)
         .exact()
         .cost(|_: &u64| 2)
@@ -294,7 +312,7 @@ async fn inner_readiness_errors_pass_through() {
 
 // ---------------------------------------------------------------- wait mode
 
-fn waiting(rate_per_sec: u64, burst: u64, max_wait: Duration) -> RateLimitLayer {
+fn waiting(rate_per_sec: u64, burst: u64, max_wait: Duration) -> Waiting {
     RateLimitLayer::token_bucket(rate_per_sec, Duration::from_secs(1))
         .burst(burst)
         .wait(max_wait)
@@ -684,7 +702,8 @@ async fn waiters_are_woken_once_each_at_their_time_never_spinning() {
         let polled = svc.poll_ready(&mut Context::from_waker(&waker));
         assert!(polled.is_pending());
     }
-    let wakes = |w: &[(RateLimit<support::Mock>, Arc<CountingWaker>)]| {
+    type Svc = RateLimit<support::Mock, Unkeyed, PerRequest, NoHeaders, Wait>;
+    let wakes = |w: &[(Svc, Arc<CountingWaker>)]| {
         w.iter().map(|(_, c)| c.0.load(SeqCst)).collect::<Vec<_>>()
     };
     // No self-wake while pending.

@@ -97,3 +97,55 @@ async fn keyed_clones_on_many_threads_never_exceed_any_key() {
         assert!(probe.ready().await.unwrap().call(key).await.is_err());
     }
 }
+
+/// The new paths under the same hammer: a wide window (2^32 limit, costed
+/// so the limit is reached), two limits all-or-nothing (the tighter one
+/// binds, the other is charged exactly as often), and keyed wait mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wide_windows_and_several_limits_never_exceed_them() {
+    // Each request costs 2^20: 4,096 of them fill 2^32.
+    let wide = RateLimitLayer::sliding_window(1 << 32, HOUR)
+        .cost(|_: &u64| 1 << 20)
+        .build()
+        .unwrap();
+    let mock = Mock::new();
+    let h = mock.handle();
+    assert_eq!(hammer(wide.layer(mock)).await, 4_096);
+    assert_eq!(h.calls(), 4_096);
+
+    // 500 per hour and 700 per hour: exactly 500 admitted, none lost to
+    // contention.
+    let two = RateLimitLayer::sliding_log(500, HOUR)
+        .and(RateLimitLayer::token_bucket(1, HOUR).burst(700))
+        .build()
+        .unwrap();
+    let mock = Mock::new();
+    let h = mock.handle();
+    assert_eq!(hammer(two.layer(mock)).await, 500);
+    assert_eq!(h.calls(), 500);
+    // 700 per hour then 500, keyed: the second binds, per key.
+    let two = RateLimitLayer::token_bucket(1, HOUR)
+        .burst(700)
+        .and(RateLimitLayer::sliding_window(500, HOUR))
+        .keyed(|r: &u64| r % 2)
+        .build()
+        .unwrap();
+    let mock = Mock::new();
+    assert_eq!(
+        hammer(two.layer(mock)).await,
+        1_000,
+        "500 per key, two keys"
+    );
+
+    // Keyed wait mode with a bound shorter than any refill: as reject.
+    let waiting = RateLimitLayer::token_bucket(1, HOUR)
+        .burst(300)
+        .keyed(|r: &u64| r % 3)
+        .wait(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let mock = Mock::new();
+    let h = mock.handle();
+    assert_eq!(hammer(waiting.layer(mock)).await, 900);
+    assert_eq!(h.calls(), 900);
+}

@@ -283,7 +283,7 @@ async fn config_errors_as_in_memory() {
         || RateLimitLayer::token_bucket(1, Duration::from_secs(1)).burst(0),
         || RateLimitLayer::sliding_window(0, Duration::from_secs(1)),
         || RateLimitLayer::sliding_window(1, Duration::ZERO),
-        || RateLimitLayer::sliding_window(1 << 20, Duration::from_secs(1)),
+        || RateLimitLayer::sliding_window((1 << 32) + 1, Duration::from_secs(1)),
         || RateLimitLayer::sliding_window(1, Duration::from_secs(1)).burst(2),
         || RateLimitLayer::token_bucket(1, Duration::from_secs(1)).max_keys(3),
     ] as [fn() -> RateLimitBuilder; 8]
@@ -296,8 +296,18 @@ async fn config_errors_as_in_memory() {
         ConfigError::LogWithStore
     );
     assert_eq!(
-        redis(RateLimitLayer::token_bucket(5, sec).wait(sec)),
+        RateLimitLayer::token_bucket(5, sec)
+            .wait(sec)
+            .redis(store(), p.clone())
+            .build()
+            .map(|_| ())
+            .unwrap_err(),
         ConfigError::WaitWithStore
+    );
+    // Several limits are in-memory only.
+    assert_eq!(
+        redis(RateLimitLayer::token_bucket(5, sec).and(RateLimitLayer::token_bucket(50, 60 * sec))),
+        ConfigError::SeveralLimitsWithStore
     );
     // Faster than one per µs: the server clock cannot express it.
     assert_eq!(

@@ -47,6 +47,12 @@ pub struct RateLimited {
     /// Capacity left at the moment of refusal, in cost units (lower than the
     /// request's cost; often zero).
     pub remaining: u64,
+    /// Which limit refused, counted from 0 in the order the limits were
+    /// given (always 0 for a layer with one limit; see
+    /// [`RateLimitBuilder::and`](super::RateLimitBuilder::and)). With
+    /// several limits refusing, the one that admits last: `retry_after`,
+    /// `limit` and `remaining` are its.
+    pub limit_index: usize,
     /// The policy to report in `RateLimit` header fields, when the limiter
     /// was built with `.headers(..)`.
     pub(crate) policy: Option<&'static Policy>,
@@ -60,6 +66,7 @@ impl RateLimited {
             retry_after,
             limit,
             remaining,
+            limit_index: 0,
             policy: None,
         }
     }
@@ -205,6 +212,17 @@ pub enum ConfigError {
     /// A shared limiter needs a non-empty key prefix of its own.
     #[error("a Redis store needs a non-empty key prefix")]
     EmptyPrefix,
+    /// A Redis store runs one limit per layer.
+    #[error("several limits are not available with a Redis store")]
+    SeveralLimitsWithStore,
+    /// `and` takes a limit only (an algorithm, its burst or `exact`): key,
+    /// cost, wait mode, key bound and headers are set once, on the first.
+    #[error("and() takes a limit only; set keyed, cost, wait, max_keys and headers on the first")]
+    AndTakesLimitOnly,
+    /// `RateLimit` header fields describe one limit: not available with
+    /// several.
+    #[error("RateLimit headers describe one limit; not available with several")]
+    HeadersWithSeveralLimits,
     /// A decision's timeout must be positive.
     #[error("the store timeout must be positive")]
     ZeroTimeout,

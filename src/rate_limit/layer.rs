@@ -1,6 +1,7 @@
 //! The layer and its builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::gcra::Gcra;
 use super::handle::RateLimitHandle;
 use super::headers::{NoHeaders, Policy, Sealed, ceil_secs};
 use super::limiter::{Algorithm, Limiter};
+use super::mode::{Reject, Wait};
 use super::request::{CostBy, PerRequest, Unkeyed};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::SlidingWindow;
@@ -53,13 +55,18 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// carry: nothing ([`NoHeaders`]), or `RateLimit` header fields
 /// ([`RateLimitHeaders`](super::RateLimitHeaders), see
 /// [`RateLimitBuilder::headers`]).
-pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory, H = NoHeaders> {
+///
+/// The fifth says what a request over the limit does: fail at once
+/// ([`Reject`], the default) or wait ([`Wait`], see
+/// [`RateLimitBuilder::wait`]).
+pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory, H = NoHeaders, M = Reject> {
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) key: K,
     pub(crate) cost: C,
     pub(crate) max_wait: Option<Nanos>,
     pub(crate) backend: B,
     pub(crate) headers: H,
+    pub(crate) mode: PhantomData<fn() -> M>,
 }
 
 /// Where an in-memory [`RateLimitLayer`] keeps its limit: in this process
@@ -67,7 +74,7 @@ pub struct RateLimitLayer<K = Unkeyed, C = PerRequest, B = InMemory, H = NoHeade
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InMemory;
 
-impl<K: Clone, C: Clone, B: Clone, H: Clone> Clone for RateLimitLayer<K, C, B, H> {
+impl<K: Clone, C: Clone, B: Clone, H: Clone, M> Clone for RateLimitLayer<K, C, B, H, M> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -76,11 +83,12 @@ impl<K: Clone, C: Clone, B: Clone, H: Clone> Clone for RateLimitLayer<K, C, B, H
             max_wait: self.max_wait,
             backend: self.backend.clone(),
             headers: self.headers.clone(),
+            mode: PhantomData,
         }
     }
 }
 
-impl<K, C, B: fmt::Debug, H> fmt::Debug for RateLimitLayer<K, C, B, H> {
+impl<K, C, B: fmt::Debug, H, M> fmt::Debug for RateLimitLayer<K, C, B, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("algorithm", &self.limiter.algorithm_name())
@@ -128,7 +136,7 @@ impl RateLimitLayer {
     }
 }
 
-impl<K, C, H> RateLimitLayer<K, C, InMemory, H> {
+impl<K, C, H, M> RateLimitLayer<K, C, InMemory, H, M> {
     /// A handle on this limiter's counts, shared with every service the
     /// layer produces.
     pub fn handle(&self) -> RateLimitHandle {
@@ -136,8 +144,8 @@ impl<K, C, H> RateLimitLayer<K, C, InMemory, H> {
     }
 }
 
-impl<S, K: Clone, C: Clone, H: Clone> Layer<S> for RateLimitLayer<K, C, InMemory, H> {
-    type Service = RateLimit<S, K, C, H>;
+impl<S, K: Clone, C: Clone, H: Clone, M> Layer<S> for RateLimitLayer<K, C, InMemory, H, M> {
+    type Service = RateLimit<S, K, C, H, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(
@@ -167,8 +175,9 @@ enum Spec {
 
 /// Configures a [`RateLimitLayer`]; nothing is checked until
 /// [`build`](Self::build), which reports the first problem.
-pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders> {
+pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders, M = Reject> {
     spec: Spec,
+    mode: PhantomData<fn() -> M>,
     /// The policy name for `RateLimit` header fields (`.headers(..)`).
     policy_name: Option<String>,
     headers: std::marker::PhantomData<fn() -> H>,
@@ -177,11 +186,13 @@ pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders> {
     keyed: bool,
     costed: bool,
     misuse: Option<ConfigError>,
+    /// Further limits (`and`), checked with `spec` all-or-nothing.
+    more: Vec<Spec>,
     key: K,
     cost: C,
 }
 
-impl<K, C, H> fmt::Debug for RateLimitBuilder<K, C, H> {
+impl<K, C, H, M> fmt::Debug for RateLimitBuilder<K, C, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitBuilder")
             .field("spec", &self.spec)
@@ -198,6 +209,7 @@ impl RateLimitBuilder {
     fn new(spec: Spec) -> Self {
         Self {
             spec,
+            mode: PhantomData,
             policy_name: None,
             headers: std::marker::PhantomData,
             wait: None,
@@ -205,13 +217,14 @@ impl RateLimitBuilder {
             keyed: false,
             costed: false,
             misuse: None,
+            more: Vec::new(),
             key: Unkeyed,
             cost: PerRequest,
         }
     }
 }
 
-impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
+impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
     fn misuse(mut self, e: ConfigError) -> Self {
         self.misuse.get_or_insert(e);
         self
@@ -240,14 +253,147 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
         }
     }
 
-    /// Wait mode: `poll_ready` waits up to `max_wait` for capacity instead
-    /// of refusing at once; a request whose wait would exceed it is refused
-    /// at once. Unkeyed limiters without a cost function only (the request
-    /// is not known in `poll_ready`). See
+    /// Wait mode: a request over the limit waits up to `max_wait` for
+    /// capacity instead of failing at once; one whose wait would exceed
+    /// `max_wait` fails at once with [`RateLimited`](super::RateLimited)
+    /// and its `retry_after`. The services need a `Clone` inner service.
+    ///
+    /// An unkeyed limiter without a cost function waits in `poll_ready`
+    /// (backpressure, no timer per call); a keyed or costed one decides in
+    /// `call`, where the request is known, and its response future waits
+    /// before calling a clone of the inner service. See
     /// [the module docs](super#wait-mode).
-    pub fn wait(mut self, max_wait: Duration) -> Self {
-        self.wait = Some(max_wait);
+    ///
+    /// ```
+    /// use palisade::RateLimitLayer;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// // Outbound shaping: 2 per second per host, waiting up to 5 s.
+    /// let layer = RateLimitLayer::token_bucket(2, Duration::from_secs(1))
+    ///     .keyed(|host: &&'static str| host.to_string())
+    ///     .wait(Duration::from_secs(5))
+    ///     .build()?;
+    /// let mut svc = ServiceBuilder::new()
+    ///     .layer(layer)
+    ///     .service_fn(|host: &'static str| async move { Ok::<_, std::convert::Infallible>(host) });
+    /// let start = Instant::now();
+    /// svc.ready().await?.call("a.example").await?;
+    /// svc.ready().await?.call("a.example").await?; // waits 500 ms
+    /// assert_eq!(start.elapsed(), Duration::from_millis(500));
+    /// svc.ready().await?.call("b.example").await?; // another host: at once
+    /// assert_eq!(start.elapsed(), Duration::from_millis(500));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait(self, max_wait: Duration) -> RateLimitBuilder<K, C, H, Wait> {
+        RateLimitBuilder {
+            spec: self.spec,
+            mode: PhantomData,
+            policy_name: self.policy_name,
+            headers: self.headers,
+            wait: Some(max_wait),
+            max_keys: self.max_keys,
+            keyed: self.keyed,
+            costed: self.costed,
+            misuse: self.misuse,
+            more: self.more,
+            key: self.key,
+            cost: self.cost,
+        }
+    }
+
+    /// Adds a limit, checked with this one all-or-nothing: "10 per second
+    /// **and** 1,000 per hour". A request is admitted only if every limit
+    /// admits it, and a request refused by any limit is charged to none.
+    /// A refusal's [`RateLimited::retry_after`](super::RateLimited) is the
+    /// earliest time every limit admits it, and its
+    /// [`limit_index`](super::RateLimited::limit_index) says which limit
+    /// refused (0 for this one, 1 for the first `and`, ...).
+    ///
+    /// `limit` is a builder from [`RateLimitLayer::token_bucket`],
+    /// [`sliding_window`](RateLimitLayer::sliding_window) or
+    /// [`sliding_log`](RateLimitLayer::sliding_log), with its `burst` or
+    /// `exact` if any; the key, cost, wait mode and key bound are set once,
+    /// here, and hold for every limit (`build()` fails with
+    /// [`ConfigError::AndTakesLimitOnly`] otherwise). Keyed, each key has
+    /// every limit. The limits of one key are decided together under one
+    /// short lock (one limit alone stays lock-free when unkeyed). Not
+    /// available with `headers` ([`ConfigError::HeadersWithSeveralLimits`])
+    /// or a Redis store ([`ConfigError::SeveralLimitsWithStore`]).
+    ///
+    /// ```
+    /// use palisade::RateLimitLayer;
+    /// use palisade::rate_limit::RateLimited;
+    /// use std::time::Duration;
+    /// use tower::{Service, ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let second = Duration::from_secs(1);
+    /// // 2 per second and 3 per minute, per user.
+    /// let layer = RateLimitLayer::token_bucket(2, second)
+    ///     .burst(2)
+    ///     .and(RateLimitLayer::sliding_log(3, 60 * second))
+    ///     .keyed(|user: &&'static str| user.to_string())
+    ///     .build()?;
+    /// let mut svc = ServiceBuilder::new()
+    ///     .layer(layer)
+    ///     .service_fn(|user: &'static str| async move { Ok::<_, std::convert::Infallible>(user) });
+    ///
+    /// svc.ready().await?.call("ann").await?;
+    /// svc.ready().await?.call("ann").await?;
+    /// let err = svc.ready().await?.call("ann").await.unwrap_err();
+    /// let limited = err.downcast_ref::<RateLimited>().unwrap();
+    /// assert_eq!((limited.limit_index, limited.retry_after), (0, second / 2));
+    ///
+    /// tokio::time::advance(second).await;
+    /// svc.ready().await?.call("ann").await?; // the third this minute
+    /// tokio::time::advance(second).await;
+    /// let err = svc.ready().await?.call("ann").await.unwrap_err();
+    /// let limited = err.downcast_ref::<RateLimited>().unwrap();
+    /// assert_eq!((limited.limit_index, limited.retry_after), (1, 58 * second));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn and(mut self, limit: RateLimitBuilder) -> Self {
+        if let Some(e) = limit.misuse {
+            return self.misuse(e);
+        }
+        if limit.keyed
+            || limit.costed
+            || limit.wait.is_some()
+            || limit.max_keys.is_some()
+            || limit.policy_name.is_some()
+            || !limit.more.is_empty()
+        {
+            return self.misuse(ConfigError::AndTakesLimitOnly);
+        }
+        self.more.push(limit.spec);
         self
+    }
+
+    /// The same settings in reject mode's type, `wait` kept as a setting
+    /// (for a store's `build()` to refuse it with its own error).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn into_reject(self) -> RateLimitBuilder<K, C, H, Reject> {
+        RateLimitBuilder {
+            spec: self.spec,
+            mode: PhantomData,
+            policy_name: self.policy_name,
+            headers: self.headers,
+            wait: self.wait,
+            max_keys: self.max_keys,
+            keyed: self.keyed,
+            costed: self.costed,
+            misuse: self.misuse,
+            more: self.more,
+            key: self.key,
+            cost: self.cost,
+        }
     }
 
     /// The most keys held at once by a keyed limiter (default
@@ -261,9 +407,10 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
     /// (client IP, API key, tenant): a closure `Fn(&Req) -> K` (annotate its
     /// parameter's type) or any [`KeyExtractor`](super::KeyExtractor), such
     /// as `http::ClientIp` (feature `http`). Keyed limiters decide in `call`.
-    pub fn keyed<E>(self, extract: E) -> RateLimitBuilder<E, C, H> {
+    pub fn keyed<E>(self, extract: E) -> RateLimitBuilder<E, C, H, M> {
         RateLimitBuilder {
             spec: self.spec,
+            mode: PhantomData,
             policy_name: self.policy_name,
             headers: self.headers,
             wait: self.wait,
@@ -271,6 +418,7 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
             keyed: true,
             costed: self.costed,
             misuse: self.misuse,
+            more: self.more,
             key: extract,
             cost: self.cost,
         }
@@ -280,9 +428,10 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
     /// bucket and sliding-window counter). A cost above the burst or limit
     /// fails with [`InsufficientCapacity`](super::InsufficientCapacity); a
     /// cost of 0 passes without being counted against the limit.
-    pub fn cost<F>(self, cost: F) -> RateLimitBuilder<K, CostBy<F>, H> {
+    pub fn cost<F>(self, cost: F) -> RateLimitBuilder<K, CostBy<F>, H, M> {
         RateLimitBuilder {
             spec: self.spec,
+            mode: PhantomData,
             policy_name: self.policy_name,
             headers: self.headers,
             wait: self.wait,
@@ -290,6 +439,7 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
             keyed: self.keyed,
             costed: true,
             misuse: self.misuse,
+            more: self.more,
             key: self.key,
             cost: CostBy(cost),
         }
@@ -297,39 +447,18 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
 
     /// Checks the settings and creates the limiter's state (once: every
     /// service from the returned layer shares it).
-    pub fn build(self) -> Result<RateLimitLayer<K, C, InMemory, H>, ConfigError> {
+    pub fn build(self) -> Result<RateLimitLayer<K, C, InMemory, H, M>, ConfigError> {
         if let Some(e) = self.misuse {
             return Err(e);
         }
-        let algorithm = match self.spec {
-            Spec::TokenBucket {
-                rate,
-                period,
-                burst,
-            } => Algorithm::Gcra(Gcra::new(
-                rate,
-                duration_to_nanos(period),
-                burst.unwrap_or(1),
-            )?),
-            Spec::Window {
-                limit,
-                window,
-                exact: false,
-            } => Algorithm::Window(SlidingWindow::new(limit, duration_to_nanos(window))?),
-            Spec::Window {
-                limit,
-                window,
-                exact: true,
-            } => {
-                if self.costed {
-                    return Err(ConfigError::CostWithLog);
-                }
-                let w = duration_to_nanos(window);
-                Algorithm::Log(SlidingLog::new(limit, w)?)
-            }
-        };
-        if self.wait.is_some() && (self.keyed || self.costed) {
-            return Err(ConfigError::WaitNeedsUnkeyed);
+        let algorithm = algorithm_of(self.spec, self.costed)?;
+        let more = self
+            .more
+            .iter()
+            .map(|spec| algorithm_of(*spec, self.costed))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !more.is_empty() && self.policy_name.is_some() {
+            return Err(ConfigError::HeadersWithSeveralLimits);
         }
         let max_keys = match (self.keyed, self.max_keys) {
             (false, Some(_)) => return Err(ConfigError::MaxKeysWithoutKey),
@@ -350,8 +479,13 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
             }
             (Some(_), _) => return Err(ConfigError::HeadersNeedTokenBucket),
         };
-        let mut limiter = Limiter::new(algorithm, max_keys);
+        let mut limiter = if more.is_empty() {
+            Limiter::new(algorithm, max_keys)
+        } else {
+            Limiter::multi([algorithm].into_iter().chain(more).collect(), max_keys)
+        };
         limiter.policy = policy;
+        limiter.waits_in_call = self.keyed || self.costed;
         Ok(RateLimitLayer {
             limiter: Arc::new(limiter),
             key: self.key,
@@ -359,8 +493,39 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
             max_wait: self.wait.map(duration_to_nanos),
             backend: InMemory,
             headers: H::from_policy(policy),
+            mode: PhantomData,
         })
     }
+}
+
+/// One limit's algorithm, checked.
+fn algorithm_of(spec: Spec, costed: bool) -> Result<Algorithm, ConfigError> {
+    Ok(match spec {
+        Spec::TokenBucket {
+            rate,
+            period,
+            burst,
+        } => Algorithm::Gcra(Gcra::new(
+            rate,
+            duration_to_nanos(period),
+            burst.unwrap_or(1),
+        )?),
+        Spec::Window {
+            limit,
+            window,
+            exact: false,
+        } => Algorithm::Window(SlidingWindow::new(limit, duration_to_nanos(window))?),
+        Spec::Window {
+            limit,
+            window,
+            exact: true,
+        } => {
+            if costed {
+                return Err(ConfigError::CostWithLog);
+            }
+            Algorithm::Log(SlidingLog::new(limit, duration_to_nanos(window))?)
+        }
+    })
 }
 
 /// The token bucket's policy for `RateLimit-Policy`: `w` is the time to
@@ -379,7 +544,7 @@ fn gcra_policy(name: String, g: &Gcra) -> Policy {
 }
 
 #[cfg(feature = "http")]
-impl<K, C> RateLimitBuilder<K, C, NoHeaders> {
+impl<K, C, M> RateLimitBuilder<K, C, NoHeaders, M> {
     /// Opt-in `RateLimit-Policy` and `RateLimit` header fields (IETF draft
     /// `draft-ietf-httpapi-ratelimit-headers`, feature `http`) under the
     /// policy name `name`, token bucket only, in-memory limiters (keyed or
@@ -396,8 +561,11 @@ impl<K, C> RateLimitBuilder<K, C, NoHeaders> {
     /// `RateLimit` field.
     ///
     /// `build()` fails with [`ConfigError::HeadersNeedTokenBucket`] for the
-    /// windows and [`ConfigError::InvalidPolicyName`] for a name that is
-    /// not printable ASCII.
+    /// windows, [`ConfigError::HeadersWithSeveralLimits`] with
+    /// [`and`](Self::and) (the draft allows several policies, but each
+    /// response's one `r`/`t` would have to pick a limit: left out rather
+    /// than chosen silently), and [`ConfigError::InvalidPolicyName`] for a
+    /// name that is not printable ASCII.
     ///
     /// ```
     /// use palisade::RateLimitLayer;
@@ -422,9 +590,10 @@ impl<K, C> RateLimitBuilder<K, C, NoHeaders> {
     pub fn headers(
         self,
         name: impl Into<String>,
-    ) -> RateLimitBuilder<K, C, super::headers::RateLimitHeaders> {
+    ) -> RateLimitBuilder<K, C, super::headers::RateLimitHeaders, M> {
         RateLimitBuilder {
             spec: self.spec,
+            mode: PhantomData,
             policy_name: Some(name.into()),
             headers: std::marker::PhantomData,
             wait: self.wait,
@@ -432,6 +601,7 @@ impl<K, C> RateLimitBuilder<K, C, NoHeaders> {
             keyed: self.keyed,
             costed: self.costed,
             misuse: self.misuse,
+            more: self.more,
             key: self.key,
             cost: self.cost,
         }

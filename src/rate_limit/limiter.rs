@@ -12,9 +12,11 @@ use super::gcra::Gcra;
 use super::handle::Counters;
 use super::headers::{Policy, Quota, gcra_quota};
 use super::keyed::{Access, LogRing, Shards};
-use super::sliding_log::SlidingLog;
-use super::sliding_window::{SlidingWindow, WindowState};
+use super::multi::{Limits, MultiDecision, MultiState};
+use super::sliding_log::{self, SlidingLog};
+use super::sliding_window::{self, SlidingWindow, WindowState};
 use super::store::{GcraCell, LogCell, Undo, WindowCell};
+use super::wide::WideWindowCell;
 use crate::clock::{Clock, Nanos};
 
 /// An algorithm with its storage: one match per request picks both.
@@ -22,10 +24,17 @@ use crate::clock::{Clock, Nanos};
 pub(crate) enum State {
     Gcra(Gcra, GcraCell),
     Window(SlidingWindow, WindowCell),
+    /// A window whose limit is above the small cell's (unkeyed).
+    WideWindow(SlidingWindow, WideWindowCell),
     Log(SlidingLog, LogCell),
     KeyedGcra(Gcra, Shards<Nanos>),
     KeyedWindow(SlidingWindow, Shards<WindowState>),
     KeyedLog(SlidingLog, Shards<LogRing>),
+    /// Several limits, all-or-nothing; unkeyed is one key (0) of the store.
+    Multi {
+        limits: Limits,
+        shards: Shards<MultiState>,
+    },
 }
 
 /// The algorithm alone, as configured (before storage is chosen).
@@ -56,13 +65,26 @@ pub(crate) struct Limiter {
     hasher: RandomState,
     /// The policy reported in `RateLimit` header fields (`.headers(..)`).
     pub(crate) policy: Option<&'static Policy>,
+    /// Wait mode decides in `call` (keyed or costed), not in `poll_ready`.
+    pub(crate) waits_in_call: bool,
+    /// Requests are told apart by key (an unkeyed limiter may use the
+    /// keyed store, with one key).
+    keyed: bool,
 }
 
 impl Limiter {
     pub(crate) fn new(algorithm: Algorithm, max_keys: Option<usize>) -> Self {
         let state = match (algorithm, max_keys) {
             (Algorithm::Gcra(g), None) => State::Gcra(g, GcraCell::new()),
+            (Algorithm::Window(sw), None) if sw.limit() > sliding_window::SMALL_LIMIT => {
+                State::WideWindow(sw, WideWindowCell::new())
+            }
             (Algorithm::Window(sw), None) => State::Window(sw, WindowCell::new()),
+            // A log too large to allocate whole: one key of the keyed store,
+            // growing as it fills.
+            (Algorithm::Log(log), None) if log.limit() > sliding_log::RING_LIMIT => {
+                State::KeyedLog(log, Shards::new(1))
+            }
             (Algorithm::Log(log), None) => State::Log(log, LogCell::new(log.limit())),
             (Algorithm::Gcra(g), Some(n)) => State::KeyedGcra(g, Shards::new(n)),
             (Algorithm::Window(sw), Some(n)) => State::KeyedWindow(sw, Shards::new(n)),
@@ -74,16 +96,25 @@ impl Limiter {
             counters: Counters::new(),
             hasher: RandomState::new(),
             policy: None,
+            waits_in_call: false,
+            keyed: max_keys.is_some(),
         }
+    }
+
+    /// A limiter checking several limits all-or-nothing (at least two).
+    pub(crate) fn multi(algorithms: Vec<Algorithm>, max_keys: Option<usize>) -> Self {
+        let mut limiter = Self::new(algorithms[0], max_keys);
+        limiter.state = State::Multi {
+            limits: Limits::new(algorithms),
+            shards: Shards::new(max_keys.unwrap_or(1)),
+        };
+        limiter
     }
 
     /// Whether requests are told apart by key.
     #[inline]
     pub(crate) fn is_keyed(&self) -> bool {
-        matches!(
-            self.state,
-            State::KeyedGcra(..) | State::KeyedWindow(..) | State::KeyedLog(..)
-        )
+        self.keyed
     }
 
     /// The key as stored: a hash under this limiter's random seed.
@@ -96,8 +127,11 @@ impl Limiter {
     pub(crate) fn limit(&self) -> u64 {
         match &self.state {
             State::Gcra(g, _) | State::KeyedGcra(g, _) => g.burst(),
-            State::Window(sw, ..) | State::KeyedWindow(sw, _) => sw.limit(),
+            State::Window(sw, ..) | State::WideWindow(sw, _) | State::KeyedWindow(sw, _) => {
+                sw.limit()
+            }
             State::Log(log, _) | State::KeyedLog(log, _) => log.limit(),
+            State::Multi { limits, .. } => limits.limit(0),
         }
     }
 
@@ -117,17 +151,22 @@ impl Limiter {
     pub(crate) fn algorithm_name(&self) -> &'static str {
         match &self.state {
             State::Gcra(..) | State::KeyedGcra(..) => "token bucket",
-            State::Window(..) | State::KeyedWindow(..) => "sliding window",
+            State::Window(..) | State::WideWindow(..) | State::KeyedWindow(..) => "sliding window",
             State::Log(..) | State::KeyedLog(..) => "sliding log",
+            State::Multi { .. } => "several limits",
         }
     }
 
     /// Keys held (0 when unkeyed).
     pub(crate) fn keys(&self) -> usize {
+        if !self.keyed {
+            return 0;
+        }
         match &self.state {
             State::KeyedGcra(_, s) => s.len(),
             State::KeyedWindow(_, s) => s.len(),
             State::KeyedLog(_, s) => s.len(),
+            State::Multi { shards, .. } => shards.len(),
             _ => 0,
         }
     }
@@ -165,6 +204,10 @@ impl Limiter {
                 self.outcome(d, undo, cost)
             }
             State::Window(sw, cell) => {
+                let (d, undo) = cell.acquire(sw, now, cost);
+                self.outcome(d, undo, cost)
+            }
+            State::WideWindow(sw, cell) => {
                 let (d, undo) = cell.acquire(sw, now, cost);
                 self.outcome(d, undo, cost)
             }
@@ -235,6 +278,58 @@ impl Limiter {
                 );
                 self.keyed_outcome(a, cost, |_| Undo::Nothing)
             }
+            State::Multi { limits, shards } => self.acquire_multi(limits, shards, key, cost, now),
+        }
+    }
+
+    /// Several limits: kept out of `acquire_with`, so that the single-limit
+    /// paths inline as before.
+    #[inline(never)]
+    fn acquire_multi(
+        &self,
+        limits: &Limits,
+        shards: &Shards<MultiState>,
+        key: u64,
+        cost: u64,
+        now: impl Fn() -> Nanos,
+    ) -> Outcome {
+        // Several limits decide at once only; a waiter retries.
+        let a = shards.access(
+            key,
+            now,
+            || limits.fresh(),
+            |st| limits.idle_at(st),
+            |st, t| limits.decide(st, t, cost),
+        );
+        match a {
+            Access::Decided(MultiDecision::Admit { at, generation }) => Outcome::Admit {
+                at,
+                undo: Undo::Multi { generation },
+            },
+            Access::Decided(MultiDecision::Deny {
+                index,
+                retry_after,
+                remaining,
+            }) => Outcome::Deny(RateLimited {
+                retry_after: Duration::from_nanos(retry_after),
+                limit: limits.limit(index),
+                remaining,
+                limit_index: index,
+                policy: self.policy,
+            }),
+            Access::Decided(MultiDecision::Never { index }) => {
+                Outcome::Never(InsufficientCapacity {
+                    cost,
+                    capacity: limits.limit(index),
+                })
+            }
+            Access::Full { retry_after } => Outcome::Deny(RateLimited {
+                retry_after: Duration::from_nanos(retry_after),
+                limit: self.limit(),
+                remaining: 0,
+                limit_index: 0,
+                policy: self.policy,
+            }),
         }
     }
 
@@ -247,6 +342,9 @@ impl Limiter {
             (State::Window(sw, cell), Undo::Window { idx, cost }) => {
                 cell.release(sw, self.clock.now(), idx, cost);
             }
+            (State::WideWindow(sw, cell), Undo::Window { idx, cost }) => {
+                cell.release(sw, idx, cost);
+            }
             (State::KeyedGcra(g, shards), Undo::Gcra { tat, cost }) => shards.update(key, |t| {
                 if *t == tat {
                     *t = g.undo(tat, cost);
@@ -255,11 +353,15 @@ impl Limiter {
             (State::KeyedWindow(sw, shards), Undo::Window { idx, cost }) => {
                 shards.update(key, |st| *st = sw.undo(*st, idx, cost));
             }
+            (State::Multi { limits, shards, .. }, Undo::Multi { generation }) => {
+                shards.update(key, |st| limits.undo(st, generation));
+            }
             _ => {}
         }
     }
 
-    #[inline]
+    // Always inlined: a call here per request costs more than the match.
+    #[inline(always)]
     fn outcome<S>(&self, d: Decision<S>, undo: Undo, cost: u64) -> Outcome {
         match d {
             Decision::Admit { at, .. } => Outcome::Admit { at, undo },
@@ -270,6 +372,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining,
+                limit_index: 0,
                 policy: self.policy,
             }),
             Decision::Never => Outcome::Never(InsufficientCapacity {
@@ -295,6 +398,7 @@ impl Limiter {
                 retry_after: Duration::from_nanos(retry_after),
                 limit: self.limit(),
                 remaining: 0,
+                limit_index: 0,
                 policy: self.policy,
             }),
         }
@@ -306,6 +410,52 @@ mod tests {
     use super::*;
 
     const S: Nanos = 1_000_000_000;
+
+    /// An unkeyed log above the lock-free ring's size (one key of the
+    /// keyed store) is exact: `limit` admissions in a window, then a
+    /// refusal until the oldest leaves, to the nanosecond.
+    #[tokio::test(start_paused = true)]
+    async fn a_log_above_the_ring_size_is_exact() {
+        let limit = sliding_log::RING_LIMIT + 1;
+        let limiter = Limiter::new(Algorithm::Log(SlidingLog::new(limit, S).unwrap()), None);
+        assert!(matches!(limiter.state, State::KeyedLog(..)));
+        assert!(!limiter.is_keyed());
+        assert_eq!(limiter.keys(), 0);
+        for i in 0..limit {
+            let t = i / 1_000; // spread over the first ~1 ms
+            assert!(matches!(
+                limiter.acquire_at(t, 0, 1, 0),
+                Outcome::Admit { .. }
+            ));
+        }
+        match limiter.acquire_at(S - 1, 0, 1, 0) {
+            Outcome::Deny(e) => assert_eq!(e.retry_after, Duration::from_nanos(1)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            limiter.acquire_at(S, 0, 1, 0),
+            Outcome::Admit { .. }
+        ));
+        assert!(matches!(
+            limiter.acquire_at(S, 0, 1, 0),
+            Outcome::Admit { .. }
+        ));
+    }
+
+    /// A window above the small cell's limit gets the wide cell.
+    #[test]
+    fn large_window_limits_get_the_wide_cell() {
+        let big = SlidingWindow::new(sliding_window::SMALL_LIMIT + 1, S).unwrap();
+        let small = SlidingWindow::new(sliding_window::SMALL_LIMIT, S).unwrap();
+        assert!(matches!(
+            Limiter::new(Algorithm::Window(big), None).state,
+            State::WideWindow(..)
+        ));
+        assert!(matches!(
+            Limiter::new(Algorithm::Window(small), None).state,
+            State::Window(..)
+        ));
+    }
 
     /// `acquire_at` takes the caller's reading as its own (wait mode reads
     /// the clock once per admission): a reading of 10 s on a clock that

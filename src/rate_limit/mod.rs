@@ -63,8 +63,11 @@
 //! sustained demand each window after the first admits at least `limit - 1`
 //! (no under-admission beyond one request per window; with a limit of 1 that
 //! means one request every other window, so prefer the token bucket or the
-//! log for very small limits). Limits up to
-//! 1,048,575 (counts are 20-bit fields of the one atomic word).
+//! log for very small limits). Limits up to 2^32 per window: up to
+//! 1,048,575 the unkeyed counts are 20-bit fields of one `AtomicU64`;
+//! above, they are 33-bit fields of one 128-bit word (`portable-atomic`'s
+//! `AtomicU128`, a `cmpxchg16b` on x86_64), chosen at build time, so small
+//! limits pay nothing for large ones.
 //!
 //! ## Sliding-window log
 //!
@@ -73,7 +76,9 @@
 //! half-open window `[t, t + W)`. **Full rate:** a request is refused only
 //! when `limit` admissions lie in the last `W`, and `retry_after` is when the
 //! oldest of them leaves. Costs `8 * limit` bytes per key; counts requests
-//! (no cost function). Unkeyed, it is a lock-free ring.
+//! (no cost function). Limits up to 2^32. Unkeyed, it is a lock-free ring
+//! allocated at build up to a limit of 2^20 (8 MiB); above, it grows as it
+//! fills, under a short lock (one key of the keyed store).
 //!
 //! # Where the decision is taken
 //!
@@ -84,15 +89,48 @@
 //!   not called; `poll_ready` only forwards the inner service's readiness,
 //!   so nothing is reserved and nothing needs releasing. (axum treats
 //!   services as always ready; this mode suits it.)
-//! - **Wait mode** (`.wait(max_wait)`, unkeyed without a cost function): the
+//! - **Wait mode** (`.wait(max_wait)`): unkeyed without a cost function, the
 //!   limiter decides in `poll_ready`, which returns `Pending` until the
-//!   request may go, see below.
+//!   request may go; keyed or costed, it decides in `call` and the response
+//!   future waits. See below.
 //!
 //! `retry_after` is exact on the limiter's clock: refused a nanosecond
 //! before it, admitted at it (if nothing else took the capacity), and never
 //! zero while limited.
 //!
 //! # Wait mode
+//!
+//! A wait-mode layer's services need a `Clone` inner service (the mode is a
+//! type, [`Wait`], so reject mode asks nothing of it).
+//!
+//! ## Keyed or costed: waiting in the response future
+//!
+//! The key and the cost are read from the request, so the decision is
+//! taken in `call`. Admitted at once, the request goes to the inner service
+//! there, as in reject mode. Otherwise the response future ([`WaitFuture`])
+//! waits, at most `max_wait`, then polls a clone of the inner service ready
+//! and calls it (the Tower contract holds for the clone; the clone rather
+//! than the instance `poll_ready` made ready, so that no readiness of the
+//! inner service, such as a concurrency permit, is held while sleeping). A
+//! request whose wait would exceed `max_wait` fails at once with
+//! [`RateLimited`] and its `retry_after`.
+//!
+//! - Token bucket: the request's conforming time is booked in `call`, so
+//!   waiters of a key go in the order they called and none beyond the
+//!   limit. A future dropped before its call gives the booking back when no
+//!   later request of the key booked after it (else the slot passes
+//!   unused, as below); so does one whose inner readiness fails.
+//! - Sliding window and log, several limits: the future sleeps until the
+//!   `retry_after` it was told, decides again (another request may have
+//!   taken the capacity), and fails with the last refusal once `max_wait`
+//!   is spent. Admitted, it holds the admission until the inner call; a
+//!   window's admission dropped before it is taken back, a log's entry
+//!   stays.
+//!
+//! Each waiting future has its own timer (inline in the future, no
+//! allocation beyond the clone of the inner service).
+//!
+//! ## Unkeyed, one unit per request: waiting in `poll_ready`
 //!
 //! `poll_ready` reserves capacity and waits for it with one
 //! `tokio::time::Sleep` per service instance, created the first time that
@@ -136,7 +174,23 @@
 //! a per-limiter random seed: two distinct keys share a limit only on a hash
 //! collision (about `n² / 2^65` for `n` keys held), which the random seed
 //! keeps an attacker from aiming for. Keyed limiters decide in `call` (the
-//! key comes from the request), so they have no wait mode.
+//! key comes from the request), and wait, in wait mode, in the response
+//! future.
+//!
+//! # Several limits
+//!
+//! [`RateLimitBuilder::and`] adds limits to one layer ("10 per second and
+//! 1,000 per hour"), any mix of the three algorithms, keyed or not, in
+//! reject or wait mode. They are checked all-or-nothing: every limit is
+//! checked on its current state, and only if all admit is each one charged,
+//! so a request refused by any limit is charged to none (two stacked
+//! layers would charge the outer one for requests the inner one refuses:
+//! Kuadrant/limitador #506). A refusal's `retry_after` is the earliest time
+//! all of them admit (each limit's admission only grows with time, so it
+//! is the latest of their own), and [`RateLimited::limit_index`] names the
+//! limit that admits last. A key's limits are decided together under one
+//! short lock (the keyed store's; an unkeyed layer with several limits is
+//! its one key), where one limit alone stays lock-free when unkeyed.
 //!
 //! # Counts and tracing
 //!
@@ -170,10 +224,14 @@ pub mod headers;
 pub(crate) mod keyed;
 mod layer;
 mod limiter;
+mod mode;
+mod multi;
 mod request;
 mod sliding_log;
 mod sliding_window;
 mod store;
+mod wait;
+mod wide;
 
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -183,10 +241,13 @@ pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use headers::{ApplyStamp, HeaderStamp, NoHeaders, Quota, RateLimitHeaders, ResponseHeaders};
 pub use layer::{DEFAULT_MAX_KEYS, InMemory, RateLimitBuilder, RateLimitLayer};
+pub use mode::{Reject, Wait};
 pub use request::{Cost, CostBy, KeyExtractor, KeyStatus, PerRequest, Unkeyed};
+pub use wait::WaitFuture;
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -210,7 +271,10 @@ use store::Undo;
 /// `H` says what the limiter writes on admitted responses: [`NoHeaders`]
 /// (the default) or [`RateLimitHeaders`] (see
 /// [`RateLimitBuilder::headers`]).
-pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders> {
+///
+/// `M` is the mode: [`Reject`] (the default) or [`Wait`] (see
+/// [`RateLimitBuilder::wait`]).
+pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders, M = Reject> {
     inner: S,
     limiter: Arc<Limiter>,
     key: K,
@@ -222,6 +286,7 @@ pub struct RateLimit<S, K = Unkeyed, C = PerRequest, H = NoHeaders> {
     slot: Slot,
     /// Created the first time this instance waits, then reset.
     sleep: Option<Pin<Box<Sleep>>>,
+    mode: PhantomData<fn() -> M>,
 }
 
 /// Wait mode's per-instance state.
@@ -237,7 +302,7 @@ enum Slot {
     Refused(Refusal),
 }
 
-impl<S, K, C, H> RateLimit<S, K, C, H> {
+impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
     fn new(
         inner: S,
         limiter: Arc<Limiter>,
@@ -255,6 +320,7 @@ impl<S, K, C, H> RateLimit<S, K, C, H> {
             max_wait,
             slot: Slot::Empty,
             sleep: None,
+            mode: PhantomData,
         }
     }
 
@@ -354,54 +420,68 @@ impl<S, K, C, H> RateLimit<S, K, C, H> {
         if cost == 0 {
             return Ok(None);
         }
-        let key = if self.limiter.is_keyed() {
-            let key = self.key.extract(req);
-            match self.key.status(&key) {
-                KeyStatus::Known => {}
-                KeyStatus::Unknown => self.limiter.counters.unknown_key(),
-                KeyStatus::Refuse => {
-                    self.limiter.counters.unknown_key();
-                    return Err(Refusal::Unknown(UnknownKey));
-                }
-            }
-            self.limiter.hash_key(&key)
-        } else {
-            0
-        };
+        let key = self.key_of(req)?;
         match self.limiter.acquire(key, cost, 0) {
             Outcome::Admit { at, undo } => Ok(Some((at, undo))),
             Outcome::Deny(e) => Err(Refusal::Limited(e)),
             Outcome::Never(e) => Err(Refusal::Never(e)),
         }
     }
-}
 
-impl<S, K, C, H, Req> Service<Req> for RateLimit<S, K, C, H>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    K: KeyExtractor<Req>,
-    C: Cost<Req>,
-    H: ResponseHeaders,
-    H::Stamp: ApplyStamp<S::Response> + Default,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, H::Stamp>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(max_wait) = self.max_wait {
-            ready!(self.poll_wait(cx, max_wait));
-            if matches!(self.slot, Slot::Refused(_)) {
-                // `call` answers with the error without calling the inner
-                // service, so its readiness is not needed.
-                return Poll::Ready(Ok(()));
+    /// The request's key as stored (0 when unkeyed), or the refusal of a
+    /// strict extractor.
+    #[inline]
+    fn key_of<Req>(&self, req: &Req) -> Result<u64, Refusal>
+    where
+        K: KeyExtractor<Req>,
+    {
+        if !self.limiter.is_keyed() {
+            return Ok(0);
+        }
+        let key = self.key.extract(req);
+        match self.key.status(&key) {
+            KeyStatus::Known => {}
+            KeyStatus::Unknown => self.limiter.counters.unknown_key(),
+            KeyStatus::Refuse => {
+                self.limiter.counters.unknown_key();
+                return Err(Refusal::Unknown(UnknownKey));
             }
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        Ok(self.limiter.hash_key(&key))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    /// Counts and traces a refusal.
+    fn refused(&self, r: &Refusal) {
+        self.limiter.counters.reject();
+        match r {
+            Refusal::Limited(e) => tracing::debug!(
+                retry_after = ?e.retry_after,
+                limit = e.limit,
+                remaining = e.remaining,
+                "rate limited"
+            ),
+            Refusal::Never(e) => tracing::debug!(
+                cost = e.cost,
+                capacity = e.capacity,
+                "request cost above the limiter's capacity"
+            ),
+            Refusal::Unknown(_) => {
+                tracing::debug!("refused: the key extractor identified no client")
+            }
+        }
+    }
+
+    /// `call` after a ready `poll_ready` in reject mode, and in wait mode
+    /// when the wait happened in `poll_ready`: the decision is in the slot
+    /// (wait mode) or taken now.
+    #[inline]
+    fn call_now<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, H::Stamp>
+    where
+        S: Service<Req>,
+        K: KeyExtractor<Req>,
+        C: Cost<Req>,
+        H: ResponseHeaders,
+    {
         let decided = match mem::replace(&mut self.slot, Slot::Empty) {
             Slot::Reserved { at, undo } => Ok(Some((at, undo))),
             Slot::Refused(r) => Err(r),
@@ -421,30 +501,38 @@ where
                 ResponseFuture::called(self.inner.call(req), stamp)
             }
             Err(r) => {
-                self.limiter.counters.reject();
-                match &r {
-                    Refusal::Limited(e) => tracing::debug!(
-                        retry_after = ?e.retry_after,
-                        limit = e.limit,
-                        remaining = e.remaining,
-                        "rate limited"
-                    ),
-                    Refusal::Never(e) => tracing::debug!(
-                        cost = e.cost,
-                        capacity = e.capacity,
-                        "request cost above the limiter's capacity"
-                    ),
-                    Refusal::Unknown(_) => {
-                        tracing::debug!("refused: the key extractor identified no client")
-                    }
-                }
+                self.refused(&r);
                 ResponseFuture::refused(r)
             }
         }
     }
 }
 
-impl<S: Clone, K: Clone, C: Clone, H: Clone> Clone for RateLimit<S, K, C, H> {
+impl<S, K, C, H, Req> Service<Req> for RateLimit<S, K, C, H, Reject>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: KeyExtractor<Req>,
+    C: Cost<Req>,
+    H: ResponseHeaders,
+    H::Stamp: ApplyStamp<S::Response> + Default,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, H::Stamp>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.call_now(req)
+    }
+}
+
+impl<S: Clone, K: Clone, C: Clone, H: Clone, M> Clone for RateLimit<S, K, C, H, M> {
     /// Shares the limiter; the clone holds no reservation and no timer (the
     /// Tower contract: a clone must be polled ready itself).
     fn clone(&self) -> Self {
@@ -459,7 +547,7 @@ impl<S: Clone, K: Clone, C: Clone, H: Clone> Clone for RateLimit<S, K, C, H> {
     }
 }
 
-impl<S, K, C, H> Drop for RateLimit<S, K, C, H> {
+impl<S, K, C, H, M> Drop for RateLimit<S, K, C, H, M> {
     /// A reservation never called is given back where the algorithm can.
     fn drop(&mut self) {
         if let Slot::Reserved { undo, .. } = mem::replace(&mut self.slot, Slot::Empty) {
@@ -468,7 +556,7 @@ impl<S, K, C, H> Drop for RateLimit<S, K, C, H> {
     }
 }
 
-impl<S: fmt::Debug, K, C, H> fmt::Debug for RateLimit<S, K, C, H> {
+impl<S: fmt::Debug, K, C, H, M> fmt::Debug for RateLimit<S, K, C, H, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)

@@ -21,8 +21,14 @@ use super::error::ConfigError;
 use super::sliding_window::check_limit_and_window;
 use crate::clock::Nanos;
 
-/// The largest limit: the log stores one word per admission in the window.
-pub(crate) const MAX_LIMIT: u64 = 1 << 20;
+/// The largest limit, 2^32: the log stores one word per admission in the
+/// window, allocated as the window fills.
+pub(crate) const MAX_LIMIT: u64 = 1 << 32;
+
+/// The largest limit of the unkeyed lock-free ring, which is allocated
+/// whole at build (8 bytes per slot: 8 MiB at this limit). Larger unkeyed
+/// logs grow as they fill, under a short lock (the keyed store, one key).
+pub(crate) const RING_LIMIT: u64 = 1 << 20;
 
 /// A sliding log's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

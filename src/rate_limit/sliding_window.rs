@@ -25,8 +25,13 @@ use super::decision::Decision;
 use super::error::ConfigError;
 use crate::clock::Nanos;
 
-/// The largest limit: counts are stored in 20 bits each (see `store`).
-pub(crate) const MAX_LIMIT: u64 = (1 << 20) - 1;
+/// The largest limit: 2^32 (counts of 33 bits in the wide cell, see
+/// `wide`).
+pub(crate) const MAX_LIMIT: u64 = super::wide::MAX_LIMIT;
+
+/// The largest limit the small unkeyed cell stores (counts of 20 bits, see
+/// `store`); larger limits get the wide cell.
+pub(crate) const SMALL_LIMIT: u64 = (1 << 20) - 1;
 
 /// The checks both window algorithms make on `limit` and `window`: neither
 /// zero, the limit at most what the algorithm stores (`max_limit`), and the

@@ -36,6 +36,9 @@ pub(crate) enum Undo {
     Gcra { tat: Nanos, cost: u64 },
     /// Take `cost` back from window `idx`.
     Window { idx: u64, cost: u64 },
+    /// Several limits: take back admission `generation` of the key if it
+    /// was its last.
+    Multi { generation: u64 },
     /// Nothing can be taken back (a log entry stays).
     Nothing,
 }

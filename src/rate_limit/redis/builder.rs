@@ -105,7 +105,7 @@ impl<K, C> fmt::Debug for RedisBuilder<K, C> {
     }
 }
 
-impl<K, C> RateLimitBuilder<K, C> {
+impl<K, C, M> RateLimitBuilder<K, C, crate::rate_limit::NoHeaders, M> {
     /// Keeps the limit in Redis, shared by every instance that builds the
     /// same limiter with the same `prefix` (feature `redis`). Call it last,
     /// after `keyed` and `cost`.
@@ -116,7 +116,8 @@ impl<K, C> RateLimitBuilder<K, C> {
     /// failure handling.
     pub fn redis(self, store: RedisStore, prefix: impl Into<Vec<u8>>) -> RedisBuilder<K, C> {
         RedisBuilder {
-            inner: self,
+            // Wait mode is kept as a setting, for `build()` to refuse.
+            inner: self.into_reject(),
             store,
             prefix: prefix.into(),
             timeout: DEFAULT_TIMEOUT,
@@ -255,6 +256,7 @@ impl<K, C> RedisBuilder<K, C> {
             },
             // A Redis-backed limiter writes no `RateLimit` header fields.
             headers: layer.headers,
+            mode: std::marker::PhantomData,
         })
     }
 }
@@ -263,6 +265,7 @@ impl<K, C> RedisBuilder<K, C> {
 /// most one request may cost), and the algorithm itself.
 fn params_of(state: &State) -> Result<(Params, u64, Algorithm), ConfigError> {
     match state {
+        State::Multi { .. } => Err(ConfigError::SeveralLimitsWithStore),
         State::Gcra(g, _) | State::KeyedGcra(g, _) => {
             let t_ns = g.emission_interval();
             // The server's clock counts microseconds: a faster rate would be
@@ -278,7 +281,7 @@ fn params_of(state: &State) -> Result<(Params, u64, Algorithm), ConfigError> {
                 .ok_or(ConfigError::Overflow)?;
             Ok((Params::Gcra { t, b }, g.burst(), Algorithm::Gcra(*g)))
         }
-        State::Window(sw, _) | State::KeyedWindow(sw, _) => {
+        State::Window(sw, _) | State::WideWindow(sw, _) | State::KeyedWindow(sw, _) => {
             let w = sw.window().div_ceil(1_000);
             w.checked_mul(sw.limit())
                 .filter(|p| *p <= MAX_WINDOW_PRODUCT)
