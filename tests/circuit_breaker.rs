@@ -310,6 +310,29 @@ async fn a_failed_probe_reopens() {
     assert_eq!(rejected(&call(&mut svc).await), Some(secs(2)));
 }
 
+/// Half-open closes on exactly the k-th successful probe, for several k
+/// (the probe counts are packed in the state word: a count that kept stale
+/// bits would close early).
+#[tokio::test(start_paused = true)]
+async fn exactly_k_successful_probes_close() {
+    for k in [1u32, 2, 3, 5, 8] {
+        let (mut svc, mock) = breaker(
+            CircuitBreakerLayer::consecutive_failures(1)
+                .open_for(secs(1))
+                .half_open_probes(k),
+        );
+        let h = svc.handle();
+        step(&mut svc, &mock, Step::err()).await.unwrap_err();
+        advance(secs(1)).await;
+        for won in 1..k {
+            step(&mut svc, &mock, Step::ok()).await.unwrap();
+            assert_eq!(h.state(), State::HalfOpen, "k = {k}, {won} won");
+        }
+        step(&mut svc, &mock, Step::ok()).await.unwrap();
+        assert_eq!(h.state(), State::Closed, "k = {k}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn dropped_probe_returns_its_slot_and_records_nothing() {
     let (mut svc, mock) = breaker(CircuitBreakerLayer::consecutive_failures(1).open_for(secs(1)));
