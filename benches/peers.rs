@@ -205,6 +205,19 @@ fn peers(c: &mut Criterion) {
 
     driven!("bare", bare());
 
+    // What one clock reading costs (direct calls), for reading the rest.
+    g.bench_function("clock/tokio_instant_now/direct", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let quanta = governor::clock::QuantaClock::default();
+    g.bench_function("clock/quanta_now/direct", |b| {
+        b.iter(|| black_box(governor::clock::Clock::now(&quanta)))
+    });
+    let arc = std::sync::Arc::new(1u64);
+    g.bench_function("tmp/arc_clone_drop/direct", |b| {
+        b.iter(|| black_box(std::sync::Arc::clone(black_box(&arc))))
+    });
+
     // Rate limiting.
     let gov = std::sync::Arc::new(RateLimiter::direct(governor_quota()));
     g.bench_function("governor_check/direct", |b| {

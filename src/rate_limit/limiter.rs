@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use super::decision::Decision;
@@ -11,7 +11,7 @@ use super::error::{InsufficientCapacity, RateLimited};
 use super::gcra::Gcra;
 use super::handle::Counters;
 use super::headers::{Policy, Quota, gcra_quota};
-use super::keyed::{Access, LogRing, Shards};
+use super::keyed::{Access, KeyHasher, LogRing, Shards};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::{SlidingWindow, WindowState};
 use super::store::{GcraCell, LogCell, Undo, WindowCell};
@@ -53,7 +53,7 @@ pub(crate) struct Limiter {
     pub(crate) state: State,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
-    hasher: RandomState,
+    hasher: KeyHasher,
     /// The policy reported in `RateLimit` header fields (`.headers(..)`).
     pub(crate) policy: Option<&'static Policy>,
 }
@@ -72,7 +72,7 @@ impl Limiter {
             state,
             clock: Clock::new(),
             counters: Counters::new(),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::random(),
             policy: None,
         }
     }
