@@ -331,6 +331,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A probe slot already reserved is kept (polling ready twice
         // reserves once), unless its generation has ended, which took the
@@ -360,6 +361,10 @@ where
         }
     }
 
+    // Inlined, so the response future is written where the caller keeps it
+    // (returned from an out-of-line call it is read back at once in wider
+    // loads than it was written with, stalling store-to-load forwarding).
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let permit = match mem::replace(&mut self.admit, Admit::None) {
             Admit::None => panic!(
@@ -388,10 +393,10 @@ where
                 Some(permit)
             }
         };
-        let permit = permit.map(|mut p| {
+        let mut permit = permit;
+        if let Some(p) = &mut permit {
             p.start();
-            p
-        });
+        }
         ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
     }
 }

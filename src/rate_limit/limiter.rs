@@ -151,8 +151,27 @@ impl Limiter {
         })
     }
 
+    /// The unkeyed token bucket is decided inline; the other storages out
+    /// of line. Returned from an out-of-line call, the `Outcome` is read
+    /// back at once in wider loads than it was written with, which stalls
+    /// store-to-load forwarding: a fair share of the token bucket's cost.
     #[inline]
     fn acquire_with(
+        &self,
+        key: u64,
+        cost: u64,
+        max_wait: Nanos,
+        now: impl Fn() -> Nanos,
+    ) -> Outcome {
+        if let State::Gcra(g, cell) = &self.state {
+            let (d, undo) = cell.acquire(g, now, cost, max_wait);
+            return self.outcome(d, undo, cost);
+        }
+        self.acquire_stored(key, cost, max_wait, now)
+    }
+
+    #[inline(never)]
+    fn acquire_stored(
         &self,
         key: u64,
         cost: u64,

@@ -403,6 +403,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let decided = match mem::replace(&mut self.slot, Slot::Empty) {
             Slot::Reserved { at, undo } => Ok(Some((at, undo))),
