@@ -213,10 +213,6 @@ fn peers(c: &mut Criterion) {
     g.bench_function("clock/quanta_now/direct", |b| {
         b.iter(|| black_box(governor::clock::Clock::now(&quanta)))
     });
-    let arc = std::sync::Arc::new(1u64);
-    g.bench_function("tmp/arc_clone_drop/direct", |b| {
-        b.iter(|| black_box(std::sync::Arc::clone(black_box(&arc))))
-    });
 
     // Rate limiting.
     let gov = std::sync::Arc::new(RateLimiter::direct(governor_quota()));

@@ -243,7 +243,7 @@ pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
 impl<S, C> CircuitBreaker<S, C> {
     /// Asks the breaker for admission now. In the closed state this is one
     /// atomic load; in half-open it may reserve a probe slot.
-    #[inline]
+    #[inline(never)]
     fn decide(&self) -> Admit {
         match self.shared.core.acquire() {
             Decision::Closed(generation) => Admit::Closed(generation),
@@ -343,7 +343,14 @@ where
             _ => false,
         };
         if !keep {
-            self.admit = self.decide();
+            // Closed is decided inline (what `decide` would answer, from
+            // the same one load); the rest out of line. A decision returned
+            // from an out-of-line call is read back in wider loads than it
+            // was written with, stalling store-to-load forwarding.
+            self.admit = match core.closed_generation() {
+                Some(generation) => Admit::Closed(generation),
+                None => self.decide(),
+            };
         }
         if let Admit::Reject(_) = self.admit {
             // Rejected calls never reach the inner service: no need for it

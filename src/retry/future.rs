@@ -128,8 +128,8 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
-    /// The first attempt's success is decided inline; anything else (a
-    /// failure, a wait, a retry) goes on in [`drive`](Self::drive).
+    // The first attempt's success is decided inline; anything else (a
+    // failure, a wait, a retry) goes on out of line, in `drive`.
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();
