@@ -102,6 +102,7 @@ pub use backoff::{Backoff, Jitter};
 pub use batch::BatchLayer;
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::{Classify, Outcome};
+pub use clock::ClockSource;
 pub use concurrency::{ConcurrencyLimitLayer, Overloaded};
 pub use rate_limit::{RateLimitLayer, RateLimited};
 pub use retry::{RetryBudget, RetryLayer};

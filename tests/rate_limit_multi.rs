@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use palisade::rate_limit::{ConfigError, InsufficientCapacity, RateLimitBuilder};
-use palisade::{BoxError, RateLimitLayer, RateLimited};
+use palisade::{BoxError, ClockSource, RateLimitLayer, RateLimited};
 use proptest::prelude::*;
 use support::{Mock, Reply, ms};
 use tower::{Layer, Service, ServiceExt};
@@ -106,6 +106,19 @@ fn configuration_errors() {
         err(RateLimitLayer::token_bucket(1, sec)
             .and(RateLimitLayer::token_bucket(1, sec).max_keys(3))),
         ConfigError::AndTakesLimitOnly
+    );
+    // The clock too: it is the layer's.
+    assert_eq!(
+        err(RateLimitLayer::token_bucket(1, sec)
+            .and(RateLimitLayer::token_bucket(1, sec).clock(ClockSource::Quanta))),
+        ConfigError::AndTakesLimitOnly
+    );
+    assert!(
+        RateLimitLayer::token_bucket(1, sec)
+            .clock(ClockSource::Quanta)
+            .and(RateLimitLayer::token_bucket(1, sec))
+            .build()
+            .is_ok()
     );
     // (A keyed, costed or waiting builder does not type-check as `and`'s
     // argument.)

@@ -243,7 +243,7 @@ pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
 impl<S, C> CircuitBreaker<S, C> {
     /// Asks the breaker for admission now. In the closed state this is one
     /// atomic load; in half-open it may reserve a probe slot.
-    #[inline]
+    #[inline(never)]
     fn decide(&self) -> Admit {
         match self.shared.core.acquire() {
             Decision::Closed(generation) => Admit::Closed(generation),
@@ -331,6 +331,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A probe slot already reserved is kept (polling ready twice
         // reserves once), unless its generation has ended, which took the
@@ -342,7 +343,14 @@ where
             _ => false,
         };
         if !keep {
-            self.admit = self.decide();
+            // Closed is decided inline (what `decide` would answer, from
+            // the same one load); the rest out of line. A decision returned
+            // from an out-of-line call is read back in wider loads than it
+            // was written with, stalling store-to-load forwarding.
+            self.admit = match core.closed_generation() {
+                Some(generation) => Admit::Closed(generation),
+                None => self.decide(),
+            };
         }
         if let Admit::Reject(_) = self.admit {
             // Rejected calls never reach the inner service: no need for it
@@ -360,6 +368,10 @@ where
         }
     }
 
+    // Inlined, so the response future is written where the caller keeps it
+    // (returned from an out-of-line call it is read back at once in wider
+    // loads than it was written with, stalling store-to-load forwarding).
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let permit = match mem::replace(&mut self.admit, Admit::None) {
             Admit::None => panic!(
@@ -388,10 +400,10 @@ where
                 Some(permit)
             }
         };
-        let permit = permit.map(|mut p| {
+        let mut permit = permit;
+        if let Some(p) = &mut permit {
             p.start();
-            p
-        });
+        }
         ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
     }
 }

@@ -126,7 +126,10 @@ impl Rates {
     /// equal to the rate as written.
     #[inline]
     pub(crate) fn exceeded(&self, t: Tally) -> bool {
-        if t.calls < self.min_calls || t.calls == 0 {
+        // With no failures and no slow calls no rate can be reached (rates
+        // are above zero, checked by `build()`): no division on the path
+        // where nothing goes wrong.
+        if t.calls < self.min_calls || t.calls == 0 || (t.failures == 0 && t.slow == 0) {
             return false;
         }
         let calls = t.calls as f64;

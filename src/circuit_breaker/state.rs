@@ -319,6 +319,14 @@ impl Core {
 
     /// Whether a closed-state admission made in `generation` still stands:
     /// one load, the re-check `call` makes on the hot path.
+    /// The generation if the breaker is closed (one load): the first step
+    /// of [`acquire`](Self::acquire), for callers to take inline.
+    #[inline]
+    pub(crate) fn closed_generation(&self) -> Option<u32> {
+        let word = self.load();
+        (word.tag() == CLOSED).then(|| word.generation())
+    }
+
     #[inline]
     pub(crate) fn closed_is_current(&self, generation: u32) -> bool {
         let word = self.load();

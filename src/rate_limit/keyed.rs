@@ -3,11 +3,20 @@
 //!
 //! # Implementation details
 //!
-//! - Keys are hashed once with a per-limiter random seed (`RandomState`)
+//! - Keys are hashed once with a per-limiter random seed ([`KeyHasher`])
 //!   and stored as that 64-bit hash: fixed-size entries, no key cloned or
 //!   allocated per new key. Two distinct keys share a limit only on a hash
 //!   collision (about `n^2 / 2^65` for `n` keys held; the random seed keeps
 //!   an attacker from aiming for one).
+//! - The hash is foldhash's quality variant (the hash hashbrown uses),
+//!   seeded per limiter from the OS's randomness (through std's
+//!   `RandomState`), not SipHash: about 1 ns instead of about 8 for a small
+//!   key. It is *randomly seeded*, so no fixed list of keys collides in
+//!   every limiter and the map cannot be driven quadratic by keys chosen in
+//!   advance; it is not a cryptographic hash, and foldhash claims no
+//!   resistance against an attacker who can observe hash values. Here no
+//!   hash value leaves the limiter (no iteration order, no key listing is
+//!   exposed); only timing could leak one.
 //! - Up to 64 shards, each a `std::sync::Mutex` around a `HashMap` held for
 //!   one lookup and one decision: short critical sections, no await inside.
 //!   The shard is picked from middle bits of the hash, so the map's own use
@@ -25,10 +34,36 @@
 //! - A request refused for a new key leaves no entry behind.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::clock::Nanos;
+
+/// Hashes keys for one limiter: foldhash (quality), randomly seeded (see
+/// the module docs for the trade-off against SipHash).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyHasher(foldhash::quality::SeedableRandomState);
+
+impl KeyHasher {
+    /// A hasher with a fresh random seed: the per-limiter seed from std's
+    /// `RandomState` (keys from the OS's randomness), the shared seed
+    /// foldhash's process-wide random one.
+    pub(crate) fn random() -> Self {
+        let seed = std::hash::RandomState::new().hash_one(0x5eed_u64);
+        Self(foldhash::quality::SeedableRandomState::with_seed(
+            seed,
+            foldhash::SharedSeed::global_random(),
+        ))
+    }
+}
+
+impl BuildHasher for KeyHasher {
+    type Hasher = foldhash::quality::FoldHasher<'static>;
+    #[inline]
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
 
 /// Aligns a value to its own cache lines (two, for adjacent-line prefetch).
 #[derive(Debug, Default)]
@@ -222,6 +257,17 @@ mod tests {
                 }
             },
         )
+    }
+
+    /// Each limiter has its own random seed: a key's hash is stable within
+    /// one limiter and differs between two (so no fixed set of keys
+    /// collides everywhere).
+    #[test]
+    fn key_hashes_are_seeded_per_limiter() {
+        let (a, b) = (KeyHasher::random(), KeyHasher::random());
+        assert_eq!(a.hash_one("10.0.0.1"), a.hash_one("10.0.0.1"));
+        assert_ne!(a.hash_one("10.0.0.1"), b.hash_one("10.0.0.1"));
+        assert_ne!(a.hash_one(1u64), a.hash_one(2u64));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::mode::{Reject, Wait};
 use super::request::{CostBy, PerRequest, Unkeyed};
 use super::sliding_log::SlidingLog;
 use super::sliding_window::SlidingWindow;
-use crate::clock::{Nanos, duration_to_nanos};
+use crate::clock::{Clock, ClockSource, Nanos, duration_to_nanos};
 
 /// The bound on keys held when `keyed` is set without `max_keys`.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -190,6 +190,7 @@ pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders, M = Reje
     more: Vec<Spec>,
     key: K,
     cost: C,
+    clock: ClockSource,
 }
 
 impl<K, C, H, M> fmt::Debug for RateLimitBuilder<K, C, H, M> {
@@ -201,6 +202,7 @@ impl<K, C, H, M> fmt::Debug for RateLimitBuilder<K, C, H, M> {
             .field("keyed", &self.keyed)
             .field("costed", &self.costed)
             .field("headers", &self.policy_name)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +222,7 @@ impl RateLimitBuilder {
             more: Vec::new(),
             key: Unkeyed,
             cost: PerRequest,
+            clock: ClockSource::Tokio,
         }
     }
 }
@@ -303,6 +306,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             more: self.more,
             key: self.key,
             cost: self.cost,
+            clock: self.clock,
         }
     }
 
@@ -368,6 +372,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             || limit.wait.is_some()
             || limit.max_keys.is_some()
             || limit.policy_name.is_some()
+            || limit.clock != ClockSource::default()
             || !limit.more.is_empty()
         {
             return self.misuse(ConfigError::AndTakesLimitOnly);
@@ -393,6 +398,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             more: self.more,
             key: self.key,
             cost: self.cost,
+            clock: self.clock,
         }
     }
 
@@ -400,6 +406,27 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
     /// [`DEFAULT_MAX_KEYS`]).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// The clock the limiter reads (default [`ClockSource::Tokio`], which
+    /// follows tokio's paused time). [`ClockSource::Quanta`] reads the CPU's
+    /// time-stamp counter instead: cheaper per request, but real time only;
+    /// see [`ClockSource`] for the trade-off.
+    ///
+    /// ```
+    /// use palisade::{ClockSource, RateLimitLayer};
+    /// use std::time::Duration;
+    ///
+    /// let layer = RateLimitLayer::token_bucket(100, Duration::from_secs(1))
+    ///     .burst(10)
+    ///     .clock(ClockSource::Quanta)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn clock(mut self, source: ClockSource) -> Self {
+        self.clock = source;
         self
     }
 
@@ -421,6 +448,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             more: self.more,
             key: extract,
             cost: self.cost,
+            clock: self.clock,
         }
     }
 
@@ -442,6 +470,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             more: self.more,
             key: self.key,
             cost: CostBy(cost),
+            clock: self.clock,
         }
     }
 
@@ -486,6 +515,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
         };
         limiter.policy = policy;
         limiter.waits_in_call = self.keyed || self.costed;
+        limiter.clock = Clock::with_source(self.clock);
         Ok(RateLimitLayer {
             limiter: Arc::new(limiter),
             key: self.key,
@@ -604,6 +634,7 @@ impl<K, C, M> RateLimitBuilder<K, C, NoHeaders, M> {
             more: self.more,
             key: self.key,
             cost: self.cost,
+            clock: self.clock,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use super::decision::Decision;
@@ -11,7 +11,7 @@ use super::error::{InsufficientCapacity, RateLimited};
 use super::gcra::Gcra;
 use super::handle::Counters;
 use super::headers::{Policy, Quota, gcra_quota};
-use super::keyed::{Access, LogRing, Shards};
+use super::keyed::{Access, KeyHasher, LogRing, Shards};
 use super::multi::{Limits, MultiDecision, MultiState};
 use super::sliding_log::{self, SlidingLog};
 use super::sliding_window::{self, SlidingWindow, WindowState};
@@ -62,7 +62,7 @@ pub(crate) struct Limiter {
     pub(crate) state: State,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
-    hasher: RandomState,
+    hasher: KeyHasher,
     /// The policy reported in `RateLimit` header fields (`.headers(..)`).
     pub(crate) policy: Option<&'static Policy>,
     /// Wait mode decides in `call` (keyed or costed), not in `poll_ready`.
@@ -94,7 +94,7 @@ impl Limiter {
             state,
             clock: Clock::new(),
             counters: Counters::new(),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::random(),
             policy: None,
             waits_in_call: false,
             keyed: max_keys.is_some(),
@@ -190,8 +190,27 @@ impl Limiter {
         })
     }
 
+    /// The unkeyed token bucket is decided inline; the other storages out
+    /// of line. Returned from an out-of-line call, the `Outcome` is read
+    /// back at once in wider loads than it was written with, which stalls
+    /// store-to-load forwarding: a fair share of the token bucket's cost.
     #[inline]
     fn acquire_with(
+        &self,
+        key: u64,
+        cost: u64,
+        max_wait: Nanos,
+        now: impl Fn() -> Nanos,
+    ) -> Outcome {
+        if let State::Gcra(g, cell) = &self.state {
+            let (d, undo) = cell.acquire(g, now, cost, max_wait);
+            return self.outcome(d, undo, cost);
+        }
+        self.acquire_stored(key, cost, max_wait, now)
+    }
+
+    #[inline(never)]
+    fn acquire_stored(
         &self,
         key: u64,
         cost: u64,

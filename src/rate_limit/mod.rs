@@ -215,6 +215,8 @@
 //! (tower #794). Here every clone and every service of one layer value share
 //! one limiter, created in `build()`.
 
+#[cfg(all(test, not(palisade_loom)))]
+mod clock_tests;
 mod decision;
 pub mod error;
 pub mod future;

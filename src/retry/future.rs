@@ -1,8 +1,11 @@
 //! The response future of [`Retry`](super::Retry): a pinned state machine
 //! (calling, waiting, getting ready) in the shape of tower's retry future.
 //!
-//! On the success path it is the inner future plus a few words; it allocates
-//! nothing, ever (the delay is a `tokio::time::Sleep` stored inline).
+//! On the success path it is the inner future plus a few words, and it
+//! allocates nothing. The delay's `tokio::time::Sleep` is boxed, allocated
+//! only when a retry waits: stored inline it would triple the future's size,
+//! and the success path would pay for moving it (a `memmove` call per
+//! request, most of the retry layer's cost when measured).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,8 +74,7 @@ pin_project! {
         },
         // Waiting out the delay before a retry.
         Waiting {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
         },
         // Driving the service ready for the retry.
         Retrying,
@@ -86,7 +88,7 @@ impl<F> State<F> {
             State::Retrying
         } else {
             State::Waiting {
-                sleep: tokio::time::sleep(Duration::from_nanos(delay)),
+                sleep: Box::pin(tokio::time::sleep(Duration::from_nanos(delay))),
             }
         }
     }
@@ -126,7 +128,45 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    // The first attempt's success is decided inline; anything else (a
+    // failure, a wait, a retry) goes on out of line, in `drive`.
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
+        if let StateProj::Called { future } = this.state.project() {
+            let result = ready!(future.poll(cx));
+            let progress = Progress {
+                attempts: *this.attempts,
+                previous: *this.previous,
+                deadline: *this.deadline,
+                has_copy: this.request.is_some() && this.service.is_some(),
+            };
+            match this.policy.decide(&result, progress) {
+                Verdict::Return => return Poll::Ready(result),
+                verdict => self.as_mut().follow(verdict),
+            }
+        }
+        self.drive(cx)
+    }
+}
+
+impl<S, Req, C, K, H> ResponseFuture<S, Req, C, K, H>
+where
+    S: Service<Req>,
+    S::Error: 'static,
+    C: Classify<S::Response, S::Error>,
+    K: CloneRequest<Req>,
+    H: RetryAfter<S::Response, S::Error>,
+{
+    /// Moves to the wait a verdict other than `Return` calls for.
+    fn follow(self: Pin<&mut Self>, verdict: Verdict) {
+        let this = self.project();
+        follow(verdict, this.withdrawal, this.previous, this.state);
+    }
+
+    /// The state machine past the first attempt's answer.
+    #[inline(never)]
+    fn drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<S::Response, S::Error>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
@@ -140,18 +180,13 @@ where
                     };
                     match this.policy.decide(&result, progress) {
                         Verdict::Return => return Poll::Ready(result),
-                        Verdict::Retry { delay, withdrawal } => {
-                            *this.withdrawal = withdrawal;
-                            *this.previous = Some(delay);
-                            this.state.set(State::after(delay));
+                        verdict => {
+                            follow(verdict, this.withdrawal, this.previous, this.state.as_mut())
                         }
-                        // A local rejection's wait is not a backoff step:
-                        // `previous` (decorrelated jitter) stays as it was.
-                        Verdict::WaitOut { delay } => this.state.set(State::after(delay)),
                     }
                 }
                 StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Retrying);
                 }
                 StateProj::Retrying => {
@@ -181,6 +216,29 @@ where
                 }
             }
         }
+    }
+}
+
+/// Moves to the wait a verdict other than `Return` calls for.
+fn follow<F>(
+    verdict: Verdict,
+    withdrawal: &mut Option<Withdrawal>,
+    previous: &mut Option<u64>,
+    mut state: Pin<&mut State<F>>,
+) {
+    match verdict {
+        Verdict::Return => unreachable!("returned by the caller"),
+        Verdict::Retry {
+            delay,
+            withdrawal: taken,
+        } => {
+            *withdrawal = taken;
+            *previous = Some(delay);
+            state.set(State::after(delay));
+        }
+        // A local rejection's wait is not a backoff step: `previous`
+        // (decorrelated jitter) stays as it was.
+        Verdict::WaitOut { delay } => state.set(State::after(delay)),
     }
 }
 

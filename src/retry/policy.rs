@@ -68,6 +68,10 @@ impl<C, K, H> Policy<C, K, H> {
     /// Decides after an attempt. The checks run cheapest first, and the
     /// budget is asked last, so a retry refused for another reason never
     /// spends budget. Exactly one random draw per delay computed.
+    ///
+    /// Inlined up to the classifier's answer: the success path is this
+    /// test and nothing else; a failure goes on out of line.
+    #[inline]
     pub(crate) fn decide<T, E: 'static>(&self, result: &Result<T, E>, at: Progress) -> Verdict
     where
         C: Classify<T, E>,
@@ -84,6 +88,15 @@ impl<C, K, H> Policy<C, K, H> {
         if self.classifier.classify(result) != Outcome::Failure {
             return Verdict::Return;
         }
+        self.decide_failure(result, at)
+    }
+
+    /// [`decide`](Self::decide) for an attempt classified as a failure.
+    #[inline(never)]
+    fn decide_failure<T, E: 'static>(&self, result: &Result<T, E>, at: Progress) -> Verdict
+    where
+        H: RetryAfter<T, E>,
+    {
         let state = &*self.state;
         let reason = if result.is_err() {
             "error"

@@ -190,7 +190,7 @@ impl Shared {
         local_denials: usize,
         leases: Option<Leases>,
     ) -> Self {
-        let stats = Arc::new(StoreStats::new(limiter.clock));
+        let stats = Arc::new(StoreStats::new(limiter.clock.clone()));
         let service = StoreService {
             store: store.clone(),
             params,
