@@ -8,6 +8,7 @@ use tower::Layer;
 
 use super::RateLimit;
 use super::error::ConfigError;
+use super::events::{Observe, RateLimitHooks, RateLimitRefused};
 use super::gcra::Gcra;
 use super::handle::RateLimitHandle;
 use super::headers::{NoHeaders, Policy, Sealed, ceil_secs};
@@ -177,6 +178,7 @@ pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders> {
     keyed: bool,
     costed: bool,
     misuse: Option<ConfigError>,
+    hooks: RateLimitHooks,
     key: K,
     cost: C,
 }
@@ -205,6 +207,7 @@ impl RateLimitBuilder {
             keyed: false,
             costed: false,
             misuse: None,
+            hooks: RateLimitHooks::default(),
             key: Unkeyed,
             cost: PerRequest,
         }
@@ -214,6 +217,21 @@ impl RateLimitBuilder {
 impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
     fn misuse(mut self, e: ConfigError) -> Self {
         self.misuse.get_or_insert(e);
+        self
+    }
+
+    /// A name for the limiter's metrics (label `name`) and hook events.
+    pub fn name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.hooks.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` for every refused request, on the calling thread in
+    /// `call`, with no lock held. A panic in `hook` is caught and reported
+    /// once through `tracing`; the refusal stands. See
+    /// [`events`](super::events).
+    pub fn on_refused(mut self, hook: impl Fn(&RateLimitRefused) + Send + Sync + 'static) -> Self {
+        self.hooks.refused = crate::hook::Hook::new("on_refused", hook);
         self
     }
 
@@ -271,6 +289,7 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
             keyed: true,
             costed: self.costed,
             misuse: self.misuse,
+            hooks: self.hooks,
             key: extract,
             cost: self.cost,
         }
@@ -290,6 +309,7 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
             keyed: self.keyed,
             costed: true,
             misuse: self.misuse,
+            hooks: self.hooks,
             key: self.key,
             cost: CostBy(cost),
         }
@@ -352,6 +372,9 @@ impl<K, C, H: Sealed> RateLimitBuilder<K, C, H> {
         };
         let mut limiter = Limiter::new(algorithm, max_keys);
         limiter.policy = policy;
+        let (observe, keys) = Observe::new(self.hooks, self.wait.is_some(), max_keys.is_some());
+        limiter.observe = observe;
+        limiter.set_keys_gauge(keys);
         Ok(RateLimitLayer {
             limiter: Arc::new(limiter),
             key: self.key,
@@ -432,6 +455,7 @@ impl<K, C> RateLimitBuilder<K, C, NoHeaders> {
             keyed: self.keyed,
             costed: self.costed,
             misuse: self.misuse,
+            hooks: self.hooks,
             key: self.key,
             cost: self.cost,
         }

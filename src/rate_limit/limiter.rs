@@ -56,6 +56,8 @@ pub(crate) struct Limiter {
     hasher: RandomState,
     /// The policy reported in `RateLimit` header fields (`.headers(..)`).
     pub(crate) policy: Option<&'static Policy>,
+    /// Hooks and metrics (set by `build()`).
+    pub(crate) observe: super::events::Observe,
 }
 
 impl Limiter {
@@ -74,6 +76,17 @@ impl Limiter {
             counters: Counters::new(),
             hasher: RandomState::new(),
             policy: None,
+            observe: super::events::Observe::none(),
+        }
+    }
+
+    /// Reports keys held to `keys` (keyed limiters).
+    pub(crate) fn set_keys_gauge(&mut self, keys: crate::metrics::KeysGauge) {
+        match &mut self.state {
+            State::KeyedGcra(_, s) => s.set_keys_gauge(keys),
+            State::KeyedWindow(_, s) => s.set_keys_gauge(keys),
+            State::KeyedLog(_, s) => s.set_keys_gauge(keys),
+            _ => {}
         }
     }
 

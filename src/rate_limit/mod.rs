@@ -163,6 +163,7 @@
 
 mod decision;
 pub mod error;
+pub mod events;
 pub mod future;
 mod gcra;
 mod handle;
@@ -179,6 +180,7 @@ mod store;
 pub mod redis;
 
 pub use error::{ConfigError, InsufficientCapacity, RateLimited, UnknownKey};
+pub use events::{RateLimitRefused, RefusalReason};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use headers::{ApplyStamp, HeaderStamp, NoHeaders, Quota, RateLimitHeaders, ResponseHeaders};
@@ -303,6 +305,12 @@ impl<S, K, C, H> RateLimit<S, K, C, H> {
                     // read when the request may go at once.
                     match self.limiter.acquire_at(now, 0, 1, budget) {
                         Outcome::Admit { at, undo } => {
+                            // Waited from the first poll (the deadline's
+                            // start) until the admission's time.
+                            let start = deadline.saturating_sub(max_wait);
+                            self.limiter
+                                .observe
+                                .waited(at.max(now).saturating_sub(start));
                             self.slot = Slot::Reserved { at, undo };
                             if at <= now {
                                 return Poll::Ready(());
@@ -412,6 +420,7 @@ where
         match decided {
             Ok(admitted) => {
                 self.limiter.counters.admit();
+                self.limiter.observe.admitted();
                 // `NoHeaders` never calls the closure: nothing computed.
                 let limiter = &self.limiter;
                 let stamp = self.headers.stamp(|| {
@@ -422,6 +431,12 @@ where
             }
             Err(r) => {
                 self.limiter.counters.reject();
+                let (limiter, key) = (&self.limiter, &self.key);
+                limiter.observe.refused(&r, || {
+                    limiter
+                        .is_keyed()
+                        .then(|| limiter.hash_key(&key.extract(&req)))
+                });
                 match &r {
                     Refusal::Limited(e) => tracing::debug!(
                         retry_after = ?e.retry_after,

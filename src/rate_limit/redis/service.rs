@@ -107,6 +107,7 @@ where
         if cost == 0 {
             // As in memory: free requests pass uncounted against the limit.
             self.shared.limiter.counters.admit();
+            self.shared.limiter.observe.admitted();
             return ResponseFuture {
                 state: State::Called {
                     fut: inner.call(req),
