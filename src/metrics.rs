@@ -476,6 +476,14 @@ impl ConcurrencyMetrics {
         }
     }
 
+    #[cfg(all(test, palisade_loom))]
+    pub(crate) fn noop() -> Self {
+        Self {
+            limit: Gauge::noop(),
+            rejections: Counter::noop(),
+        }
+    }
+
     pub(crate) fn limit(&self, limit: u32) {
         self.limit.set(f64::from(limit));
     }

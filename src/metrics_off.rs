@@ -106,6 +106,10 @@ impl ConcurrencyMetrics {
     pub(crate) fn new(_: &Name, _: u32) -> Self {
         Self
     }
+    #[cfg(all(test, palisade_loom))]
+    pub(crate) fn noop() -> Self {
+        Self
+    }
     #[inline(always)]
     pub(crate) fn limit(&self, _: u32) {}
     #[inline(always)]
