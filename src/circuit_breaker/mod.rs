@@ -203,7 +203,7 @@ pub use self::layer::CircuitBreakerLayer;
 pub use self::state::State;
 pub use self::throttle::{
     AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleHandle, AdaptiveThrottleLayer,
-    ThrottleCounts, Throttled,
+    ThrottleCounts, ThrottleRefused, Throttled,
 };
 pub use self::window::Window;
 
