@@ -16,6 +16,11 @@
 //! `metrics-exporter-prometheus` recorder: real counters bumped per call).
 //! The group's name says whether the feature was compiled in.
 //!
+//! Time on a shared machine is noisy at this scale, so the binary also
+//! counts: `OBSERVE_COUNT=rate_limit/layer:200000` makes that many calls and
+//! exits, to be run under `valgrind --tool=callgrind` (see
+//! `scripts/observe_instructions.sh`): instructions per call, exactly.
+//!
 //! Each iteration is one full Tower call (`poll_ready`, `call`, one poll of
 //! the ready response future) driven by hand with a no-op waker.
 
@@ -26,7 +31,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use palisade::{
     BatchLayer, CircuitBreakerLayer, ConcurrencyLimitLayer, RateLimitLayer, RetryLayer,
 };
@@ -123,137 +128,180 @@ where
     group.finish();
 }
 
-fn breaker(c: &mut Criterion) {
-    let build = |hooks: bool| {
-        let b = CircuitBreakerLayer::consecutive_failures(5).name("bench");
-        let b = if hooks {
-            b.on_state_change(|e| {
-                black_box(e);
-            })
-            .on_rejected(|e| {
-                black_box(e);
-            })
-        } else {
-            b
-        };
-        b.build().unwrap()
+fn breaker_layer(hooks: bool) -> CircuitBreakerLayer {
+    let b = CircuitBreakerLayer::consecutive_failures(5).name("bench");
+    let b = if hooks {
+        b.on_state_change(|e| {
+            black_box(e);
+        })
+        .on_rejected(|e| {
+            black_box(e);
+        })
+    } else {
+        b
     };
-    rows(
-        c,
-        "breaker",
-        vec![
-            ("layer", Some(build(false))),
-            ("layer+hooks", Some(build(true))),
-            ("layer+prometheus", with_prometheus(|| build(false))),
-        ],
-    );
+    b.build().unwrap()
 }
 
-fn retry(c: &mut Criterion) {
-    let build = |hooks: bool| {
-        let b = RetryLayer::exponential(Duration::from_millis(10)).name("bench");
-        let b = if hooks {
-            b.on_retry(|e| {
-                black_box(e);
-            })
-            .on_budget_refused(|e| {
-                black_box(e);
-            })
-        } else {
-            b
-        };
-        b.build().unwrap()
+fn retry_layer(hooks: bool) -> RetryLayer {
+    let b = RetryLayer::exponential(Duration::from_millis(10)).name("bench");
+    let b = if hooks {
+        b.on_retry(|e| {
+            black_box(e);
+        })
+        .on_budget_refused(|e| {
+            black_box(e);
+        })
+    } else {
+        b
     };
-    rows(
-        c,
-        "retry",
-        vec![
-            ("layer", Some(build(false))),
-            ("layer+hooks", Some(build(true))),
-            ("layer+prometheus", with_prometheus(|| build(false))),
-        ],
-    );
+    b.build().unwrap()
 }
 
-fn rate_limit(c: &mut Criterion) {
-    let build = |hooks: bool| {
-        let b = RateLimitLayer::token_bucket(1_000_000_000, Duration::from_secs(1))
-            .burst(1_000_000)
-            .name("bench");
-        let b = if hooks {
-            b.on_refused(|e| {
-                black_box(e);
-            })
-        } else {
-            b
-        };
-        b.build().unwrap()
+fn rate_limit_layer(hooks: bool) -> RateLimitLayer {
+    let b = RateLimitLayer::token_bucket(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000)
+        .name("bench");
+    let b = if hooks {
+        b.on_refused(|e| {
+            black_box(e);
+        })
+    } else {
+        b
     };
-    rows(
-        c,
-        "rate_limit",
-        vec![
-            ("layer", Some(build(false))),
-            ("layer+hooks", Some(build(true))),
-            ("layer+prometheus", with_prometheus(|| build(false))),
-        ],
-    );
+    b.build().unwrap()
 }
 
-fn concurrency(c: &mut Criterion) {
-    let build = |hooks: bool| {
-        let b = ConcurrencyLimitLayer::fixed(1_000).name("bench");
-        let b = if hooks {
-            b.on_rejected(|e| {
-                black_box(e);
-            })
-            .on_limit_change(|e| {
-                black_box(e);
-            })
-        } else {
-            b
-        };
-        b.build().unwrap()
+fn concurrency_layer(hooks: bool) -> ConcurrencyLimitLayer {
+    let b = ConcurrencyLimitLayer::fixed(1_000).name("bench");
+    let b = if hooks {
+        b.on_rejected(|e| {
+            black_box(e);
+        })
+        .on_limit_change(|e| {
+            black_box(e);
+        })
+    } else {
+        b
     };
-    rows(
-        c,
-        "concurrency",
-        vec![
-            ("layer", Some(build(false))),
-            ("layer+hooks", Some(build(true))),
-            ("layer+prometheus", with_prometheus(|| build(false))),
-        ],
-    );
+    b.build().unwrap()
 }
 
-/// A batch of 8 fulfilled items per call.
-fn batch(c: &mut Criterion) {
-    let build = |hooks: bool| {
-        let b = BatchLayer::builder().name("bench");
-        let b = if hooks {
-            b.on_settled(|e| {
-                black_box(e);
-            })
-        } else {
-            b
-        };
-        b.build().unwrap()
+fn batch_layer(hooks: bool) -> BatchLayer {
+    let b = BatchLayer::builder().name("bench");
+    let b = if hooks {
+        b.on_settled(|e| {
+            black_box(e);
+        })
+    } else {
+        b
     };
-    let variants = vec![
+    b.build().unwrap()
+}
+
+/// `layer`, `layer+hooks` and (feature on) `layer+prometheus`.
+fn variants<L>(build: impl Fn(bool) -> L) -> Vec<(&'static str, Option<L>)> {
+    vec![
         ("layer", Some(build(false))),
         ("layer+hooks", Some(build(true))),
         ("layer+prometheus", with_prometheus(|| build(false))),
-    ];
+    ]
+}
+
+fn breaker(c: &mut Criterion) {
+    rows(c, "breaker", variants(breaker_layer));
+}
+
+fn retry(c: &mut Criterion) {
+    rows(c, "retry", variants(retry_layer));
+}
+
+fn rate_limit(c: &mut Criterion) {
+    rows(c, "rate_limit", variants(rate_limit_layer));
+}
+
+fn concurrency(c: &mut Criterion) {
+    rows(c, "concurrency", variants(concurrency_layer));
+}
+
+const BATCH: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+
+/// A batch of 8 fulfilled items per call.
+fn batch(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("{GROUP}/batch_of_8"));
     let mut cx = Context::from_waker(Waker::noop());
-    for (name, layer) in variants {
+    for (name, layer) in variants(batch_layer) {
         let Some(layer) = layer else { continue };
         let mut svc = layer.layer(Upstream);
         group.bench_function(name, |b| {
-            b.iter(|| one_call(&mut svc, &mut cx, vec![1u64, 2, 3, 4, 5, 6, 7, 8]))
+            b.iter(|| one_call(&mut svc, &mut cx, BATCH.to_vec()))
         });
     }
     group.finish();
+}
+
+/// `OBSERVE_COUNT=<layer>/<variant>:<calls>`: makes that many calls
+/// through one variant and exits, for an instruction count under
+/// `valgrind --tool=callgrind` (noise-free, unlike time on a shared
+/// machine): the difference between two call counts, divided, is the
+/// cost of one call.
+fn count(spec: &str) {
+    let (what, calls) = spec.rsplit_once(':').expect("layer/variant:calls");
+    let calls: u64 = calls.parse().expect("a number of calls");
+    let (layer, variant) = what.split_once('/').expect("layer/variant");
+    let mut cx = Context::from_waker(Waker::noop());
+    // Only the variant measured is built (a Prometheus recorder calibrates
+    // its clock when built: millions of instructions, varying run to run).
+    fn pick<L>(build: impl Fn(bool) -> L, variant: &str) -> L {
+        match variant {
+            "layer" => build(false),
+            "layer+hooks" => build(true),
+            "layer+prometheus" => {
+                with_prometheus(|| build(false)).expect("built with --features metrics")
+            }
+            other => panic!("unknown variant {other}"),
+        }
+    }
+    fn run<S: Service<Req>, Req>(
+        mut svc: S,
+        cx: &mut Context<'_>,
+        calls: u64,
+        req: impl Fn(u64) -> Req,
+    ) where
+        S::Error: std::fmt::Debug,
+    {
+        for i in 0..calls {
+            one_call(&mut svc, cx, req(i));
+        }
+    }
+    match (layer, variant) {
+        ("breaker" | "retry" | "rate_limit" | "concurrency" | "batch_of_8", "bare") => {
+            run(Upstream, &mut cx, calls, |i| i)
+        }
+        ("breaker", v) => run(
+            pick(breaker_layer, v).layer(Upstream),
+            &mut cx,
+            calls,
+            |i| i,
+        ),
+        ("retry", v) => run(pick(retry_layer, v).layer(Upstream), &mut cx, calls, |i| i),
+        ("rate_limit", v) => run(
+            pick(rate_limit_layer, v).layer(Upstream),
+            &mut cx,
+            calls,
+            |i| i,
+        ),
+        ("concurrency", v) => run(
+            pick(concurrency_layer, v).layer(Upstream),
+            &mut cx,
+            calls,
+            |i| i,
+        ),
+        ("batch_of_8", v) => run(pick(batch_layer, v).layer(Upstream), &mut cx, calls, |_| {
+            BATCH.to_vec()
+        }),
+        _ => panic!("unknown {what}"),
+    }
 }
 
 criterion_group! {
@@ -263,4 +311,10 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = breaker, retry, rate_limit, concurrency, batch
 }
-criterion_main!(benches);
+fn main() {
+    if let Ok(spec) = std::env::var("OBSERVE_COUNT") {
+        return count(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

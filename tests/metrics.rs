@@ -539,3 +539,42 @@ fn the_table_lists_each_metric_once_with_its_type() {
     let listed: Vec<&str> = ALL.iter().map(|m| &m.name["palisade_".len()..]).collect();
     assert_eq!(rows, listed);
 }
+
+// ------------------------------------------------------ rate limit, Redis
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_rate_limit_metrics_have_exact_values() {
+    use palisade::rate_limit::redis::RedisStore;
+    let recorder = DebuggingRecorder::new();
+    let store = RedisStore::open(&support::redis::redis_url()).expect("redis url");
+    let layer = with(&recorder, || {
+        RateLimitLayer::token_bucket(1, Duration::from_secs(60))
+            .burst(2)
+            .name("shared")
+            .redis(store, support::redis::prefix("metrics"))
+            .build()
+            .unwrap()
+    });
+    let svc = layer.layer(Mock::new());
+    assert!(svc.clone().oneshot(1u32).await.is_ok());
+    assert!(svc.clone().oneshot(2).await.is_ok());
+    assert!(svc.clone().oneshot(3).await.is_err());
+    let v = Values::take(&recorder);
+    let n = ("name", "shared");
+    assert_eq!(v.counter("palisade_ratelimit_admitted_total", &[n]), 2);
+    assert_eq!(
+        v.counter(
+            "palisade_ratelimit_refused_total",
+            &[n, ("reason", "limited")]
+        ),
+        1
+    );
+    assert_eq!(
+        v.counter(
+            "palisade_ratelimit_refused_total",
+            &[n, ("reason", "capacity")]
+        ),
+        0
+    );
+}

@@ -125,7 +125,9 @@ where
                 KeyStatus::Unknown => self.shared.limiter.counters.unknown_key(),
                 KeyStatus::Refuse => {
                     self.shared.limiter.counters.unknown_key();
-                    refused = Some(Refusal::Unknown(UnknownKey));
+                    let refusal = Refusal::Unknown(UnknownKey);
+                    self.shared.limiter.observe.refused(&refusal, || None);
+                    refused = Some(refusal);
                 }
             }
             extracted.write_key(&mut key);
