@@ -9,7 +9,10 @@
 //! - A panic inside the hook is caught (`catch_unwind`): the layer goes on
 //!   as if the hook had returned, and the first panic of each hook is
 //!   reported once as a `tracing` error (target `palisade::hook`); later
-//!   panics of the same hook are dropped silently.
+//!   panics of the same hook are dropped silently. (The process's panic
+//!   hook, which runs before the unwind is caught, still prints the panic
+//!   message, as for any caught panic.) With `panic = "abort"` nothing can
+//!   be caught: a panicking hook aborts the process.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
