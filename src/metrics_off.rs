@@ -88,7 +88,7 @@ impl RateLimitMetrics {
 #[derive(Debug)]
 pub(crate) struct BatchMetrics;
 impl BatchMetrics {
-    pub(crate) fn new(_: &Name) -> Self {
+    pub(crate) fn new(_: &Name, _: bool) -> Self {
         Self
     }
     #[inline(always)]

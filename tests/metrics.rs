@@ -343,8 +343,15 @@ async fn rate_limit_metrics_have_exact_values() {
 
 async fn batch_run() -> Values {
     let recorder = DebuggingRecorder::new();
-    let layer = with(&recorder, || {
-        BatchLayer::builder().name("bt").build().unwrap()
+    let (layer, untimed) = with(&recorder, || {
+        (
+            BatchLayer::builder()
+                .name("bt")
+                .time_batches()
+                .build()
+                .unwrap(),
+            BatchLayer::builder().name("untimed").build().unwrap(),
+        )
     });
     let mock = Mock::new()
         .script([Step::ok(), Step::err(), Step::ok()])
@@ -360,6 +367,9 @@ async fn batch_run() -> Values {
     assert_eq!(settled.rejected(), 1);
     let settled = svc.ready().await.unwrap().call(vec![4]).await.unwrap();
     assert_eq!(settled.rejected(), 0);
+    let mut svc = untimed.layer(Mock::new().latency(ms(50)));
+    let settled = svc.ready().await.unwrap().call(vec![5, 6]).await.unwrap();
+    assert_eq!(settled.fulfilled(), 2);
     Values::take(&recorder)
 }
 
@@ -379,7 +389,17 @@ async fn batch_metrics_have_exact_values() {
         v.histogram("palisade_batch_duration_seconds", &[n]),
         [0.05, 0.05]
     );
-    assert_eq!(v.len(), 3);
+    let u = ("name", "untimed");
+    assert_eq!(
+        v.counter("palisade_batch_items_total", &[u, ("outcome", "fulfilled")]),
+        2
+    );
+    assert_eq!(
+        v.counter("palisade_batch_items_total", &[u, ("outcome", "rejected")]),
+        0
+    );
+    // No histogram for the untimed layer.
+    assert_eq!(v.len(), 3 + 2);
 }
 
 // ------------------------------------------------------------ concurrency

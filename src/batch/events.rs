@@ -16,8 +16,9 @@
 //! the batch's future returns. A panicking hook is caught (reported once
 //! through `tracing`); the batch's results are returned as usual.
 //!
-//! With feature `metrics`, a batch reads the clock once when called, to
-//! report its duration.
+//! With feature `metrics` and
+//! [`time_batches`](super::BatchBuilder::time_batches), a batch reads the
+//! clock when called and when settled, to report its duration.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -53,13 +54,14 @@ impl Observe {
     pub(crate) fn new(
         name: Option<Cow<'static, str>>,
         settled: Hook<BatchSettled>,
+        timed: bool,
     ) -> Option<Arc<Self>> {
         if !cfg!(feature = "metrics") && !settled.is_set() {
             return None;
         }
         let name = name.unwrap_or_default();
         Some(Arc::new(Self {
-            metrics: BatchMetrics::new(&name),
+            metrics: BatchMetrics::new(&name, timed),
             name: Arc::from(&*name),
             settled,
         }))
