@@ -51,20 +51,24 @@ pub(crate) struct Observe {
 impl Observe {
     /// `None` when there is nothing to report to (no metrics compiled in,
     /// no hook): a batch then carries no observer at all.
+    ///
+    /// Leaked, once per `build()` (a few hundred bytes, as the
+    /// `RateLimit` header policy is): each batch's future holds a plain
+    /// reference, so a batch pays no reference count for it.
     pub(crate) fn new(
         name: Option<Cow<'static, str>>,
         settled: Hook<BatchSettled>,
         timed: bool,
-    ) -> Option<Arc<Self>> {
+    ) -> Option<&'static Self> {
         if !cfg!(feature = "metrics") && !settled.is_set() {
             return None;
         }
         let name = name.unwrap_or_default();
-        Some(Arc::new(Self {
+        Some(Box::leak(Box::new(Self {
             metrics: BatchMetrics::new(&name, timed),
             name: Arc::from(&*name),
             settled,
-        }))
+        })))
     }
 
     /// When a batch starts: the clock, if its duration is reported.

@@ -20,8 +20,6 @@
 //! tokio's own budget (`tokio::task::coop`) needs its `rt` feature, and
 //! tokio's leaf futures inside the calls still honour that budget.
 
-use std::sync::Arc;
-
 use super::events::Observe;
 use std::convert::Infallible;
 use std::fmt;
@@ -79,7 +77,7 @@ pin_project! {
         #[pin]
         deadline: Option<Sleep>,
         // Hook and metrics (a layer's batches), and when the batch began.
-        observe: Option<Arc<Observe>>,
+        observe: Option<&'static Observe>,
         started: Option<Instant>,
     }
 }
@@ -116,10 +114,10 @@ where
     }
 
     /// Reports the batch to `observe` when it settles.
-    pub(crate) fn observed(mut self, observe: Option<&Arc<Observe>>) -> Self {
+    pub(crate) fn observed(mut self, observe: Option<&'static Observe>) -> Self {
         if let Some(observe) = observe {
             self.started = observe.start();
-            self.observe = Some(observe.clone());
+            self.observe = Some(observe);
         }
         self
     }

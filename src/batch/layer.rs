@@ -1,7 +1,6 @@
 //! [`BatchLayer`] and its builder.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tower::{Layer, Service};
@@ -61,11 +60,11 @@ impl Default for Config {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BatchLayer {
     config: Config,
     /// Hook and metrics (`None` when there is nothing to report to).
-    observe: Option<Arc<Observe>>,
+    observe: Option<&'static Observe>,
 }
 
 impl PartialEq for BatchLayer {
@@ -118,8 +117,8 @@ impl BatchLayer {
         self.config
     }
 
-    pub(crate) fn observe(&self) -> Option<&Arc<Observe>> {
-        self.observe.as_ref()
+    pub(crate) fn observe(&self) -> Option<&'static Observe> {
+        self.observe
     }
 }
 
@@ -127,7 +126,7 @@ impl<S> Layer<S> for BatchLayer {
     type Service = Batch<S>;
 
     fn layer(&self, inner: S) -> Batch<S> {
-        Batch::new(inner, self.clone())
+        Batch::new(inner, *self)
     }
 }
 
