@@ -1,8 +1,8 @@
 //! palisade in front of a real axum server.
 //!
 //! ```text
-//! cargo run --features axum --example axum_server                 # serve 127.0.0.1:3000 until Ctrl-C
-//! cargo run --features axum --example axum_server -- --self-test  # serve 127.0.0.1:0, call it, exit
+//! cargo run --features axum,metrics --example axum_server                 # serve 127.0.0.1:3000 until Ctrl-C
+//! cargo run --features axum,metrics --example axum_server -- --self-test  # serve 127.0.0.1:0, call it, exit
 //! ```
 //!
 //! The stack, outermost first: `ErrorResponseLayer` (errors become 429 / 503
@@ -12,10 +12,18 @@
 //! circuit breaker that counts `5xx` answers as failures. `GET /` answers
 //! `hello`; `GET /flaky` always fails with `500`.
 //!
+//! What the layers do is visible three ways: `GET /metrics` serves every
+//! palisade metric in the Prometheus text format (through
+//! `metrics-exporter-prometheus`, whose recorder is installed *before* the
+//! layers are built: they register their metrics in `build()`); a hook
+//! prints each breaker transition; and the limiter's answers carry the
+//! `RateLimit-Policy` / `RateLimit` header fields.
+//!
 //! With `--self-test` the example sends requests to itself from 127.0.0.1,
 //! 127.0.0.2 and 127.0.0.3 (three distinct peers on loopback) with a real
-//! HTTP/1 client, prints what each got, checks it, and exits: non-zero if
-//! the server did not answer as described.
+//! HTTP/1 client, prints what each got, checks it, fetches `/metrics` and
+//! checks its palisade lines, and exits: non-zero if the server did not
+//! answer as described.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -26,6 +34,7 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use palisade::circuit_breaker::{CircuitBreakerHandle, State};
 use palisade::classify::ServerErrorsAsFailures;
 use palisade::http::{ClientIp, ErrorResponseLayer};
@@ -39,15 +48,22 @@ const BURST: u64 = 5;
 /// How long the breaker stays open before a probe.
 const OPEN_FOR: Duration = Duration::from_secs(1);
 
-/// The router and handles on its limiter and breaker.
-fn app() -> Result<(Router, RateLimitHandle, CircuitBreakerHandle), BoxError> {
+/// The router and handles on its limiter and breaker. The metrics
+/// recorder behind `metrics` must be installed before this runs.
+fn app(
+    metrics: PrometheusHandle,
+) -> Result<(Router, RateLimitHandle, CircuitBreakerHandle), BoxError> {
     let per_client = RateLimitLayer::token_bucket(BURST, Duration::from_secs(60))
         .burst(BURST)
         .keyed(ClientIp::peer())
+        .name("per-client") // the `name` label of its metrics
+        .headers("per-client") // RateLimit-Policy / RateLimit on every answer
         .build()?;
     let breaker = CircuitBreakerLayer::consecutive_failures(3)
         .open_for(OPEN_FOR)
         .classifier(ServerErrorsAsFailures)
+        .name("handlers")
+        .on_state_change(|e| println!("  [hook] breaker {}: {} -> {}", e.name, e.from, e.to))
         .build()?;
     let handles = (per_client.handle(), breaker.handle());
     let router = Router::new()
@@ -61,7 +77,15 @@ fn app() -> Result<(Router, RateLimitHandle, CircuitBreakerHandle), BoxError> {
                 .layer(ErrorResponseLayer::new()) // outermost: errors -> responses, `Infallible`
                 .layer(per_client) // refuses a greedy client before anything counts it
                 .layer(breaker), // next to the handlers whose 5xx it counts
-        );
+        )
+        // Merged after `.layer(..)`: the scrape is neither limited nor counted.
+        .merge(Router::new().route(
+            "/metrics",
+            get(move || async move {
+                metrics.run_upkeep();
+                metrics.render()
+            }),
+        ));
     Ok((router, handles.0, handles.1))
 }
 
@@ -72,7 +96,10 @@ async fn main() -> Result<(), BoxError> {
         Some("--self-test") => true,
         Some(other) => return Err(format!("unknown argument {other:?}; try --self-test").into()),
     };
-    let (router, limiter, breaker) = app()?;
+    // First the recorder (no HTTP listener of its own: `/metrics` renders
+    // it), then the layers, which register their metrics when built.
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let (router, limiter, breaker) = app(metrics)?;
     let listener = TcpListener::bind(if self_test {
         "127.0.0.1:0"
     } else {
@@ -164,6 +191,52 @@ async fn self_test_against(
             .failed
             .push("expected 3 client keys and no unknown peer".into());
     }
+
+    println!("\nGET /metrics (Prometheus text format), palisade's lines:");
+    let reply = request(addr, Ipv4Addr::new(127, 0, 0, 4), "/metrics").await?;
+    checks.expect(&reply, 200, None);
+    let lines: Vec<&str> = reply
+        .body
+        .lines()
+        .filter(|l| l.starts_with("palisade_"))
+        .collect();
+    for line in &lines {
+        println!("  {line}");
+    }
+    let admitted = limiter.admitted().to_string();
+    let refused = limiter.rejected().to_string();
+    for (metric, value) in [
+        (
+            r#"palisade_ratelimit_admitted_total{name="per-client"}"#,
+            admitted.as_str(),
+        ),
+        (
+            r#"palisade_ratelimit_refused_total{name="per-client",reason="limited"}"#,
+            refused.as_str(),
+        ),
+        (r#"palisade_ratelimit_keys{name="per-client"}"#, "3"),
+        (
+            r#"palisade_breaker_calls_total{name="handlers",outcome="failure"}"#,
+            "3",
+        ),
+        (r#"palisade_breaker_rejections_total{name="handlers"}"#, "1"),
+        (
+            r#"palisade_breaker_transitions_total{name="handlers",to="open"}"#,
+            "1",
+        ),
+        (
+            r#"palisade_breaker_transitions_total{name="handlers",to="closed"}"#,
+            "1",
+        ),
+        (r#"palisade_breaker_state{name="handlers"}"#, "0"),
+    ] {
+        let line = format!("{metric} {value}");
+        if !lines.contains(&line.as_str()) {
+            checks
+                .failed
+                .push(format!("/metrics lacks the line `{line}`"));
+        }
+    }
     checks.finish()
 }
 
@@ -171,6 +244,8 @@ async fn self_test_against(
 struct Reply {
     status: u16,
     retry_after: Option<String>,
+    ratelimit: Option<String>,
+    body: String,
 }
 
 /// `GET path` on a new HTTP/1 connection from `from`, bounded to 10 s.
@@ -186,15 +261,25 @@ async fn request(to: SocketAddr, from: Ipv4Addr, path: &str) -> Result<Reply, Bo
             .header("host", to.to_string())
             .body(Empty::<Bytes>::new())?;
         let response = sender.send_request(request).await?;
-        let reply = Reply {
-            status: response.status().as_u16(),
-            retry_after: response
+        let header = |name| {
+            response
                 .headers()
-                .get("retry-after")
+                .get(name)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+                .map(str::to_owned)
         };
-        response.into_body().collect().await?;
+        let (status, retry_after, ratelimit) = (
+            response.status().as_u16(),
+            header("retry-after"),
+            header("ratelimit"),
+        );
+        let body = response.into_body().collect().await?.to_bytes();
+        let reply = Reply {
+            status,
+            retry_after,
+            ratelimit,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
         drop(sender);
         conn.await??;
         Ok::<_, BoxError>(reply)
@@ -205,8 +290,13 @@ async fn request(to: SocketAddr, from: Ipv4Addr, path: &str) -> Result<Reply, Bo
         .as_deref()
         .map(|v| format!("Retry-After: {v}"))
         .unwrap_or_default();
+    let ratelimit = reply
+        .ratelimit
+        .as_deref()
+        .map(|v| format!("RateLimit: {v}"))
+        .unwrap_or_default();
     println!(
-        "  {from:<10} GET {path:<7} -> {} {retry_after}",
+        "  {from:<10} GET {path:<8} -> {} {retry_after} {ratelimit}",
         reply.status
     );
     Ok(reply)

@@ -32,6 +32,10 @@
 //!   trailers-only gRPC responses, a client's errors as the right `Status`,
 //!   gRPC's retry policy (A6, with server pushback), and classifiers reading
 //!   gRPC codes.
+//! - `metrics` (feature `metrics`): every layer's counters, gauges and
+//!   histograms through the `metrics` facade, one naming scheme, one table.
+//!   Every layer also takes event hooks (`on_state_change`, `on_rejected`,
+//!   `on_retry`, `on_refused`, ...) and a `.name(..)` for both.
 //! - `testing` (feature `test-util`): the scripted mock upstream palisade's
 //!   own tests use, for testing your own stacks in paused time.
 //!
@@ -89,12 +93,19 @@ pub mod concurrency;
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
 pub mod rate_limit;
 pub mod retry;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 mod clock;
+mod hook;
 mod rng;
 mod sync;
 

@@ -107,6 +107,17 @@ fn configuration_errors() {
             .and(RateLimitLayer::token_bucket(1, sec).max_keys(3))),
         ConfigError::AndTakesLimitOnly
     );
+    // The name and hooks too: they are the layer's.
+    assert_eq!(
+        err(RateLimitLayer::token_bucket(1, sec)
+            .and(RateLimitLayer::token_bucket(1, sec).name("hourly"))),
+        ConfigError::AndTakesLimitOnly
+    );
+    assert_eq!(
+        err(RateLimitLayer::token_bucket(1, sec)
+            .and(RateLimitLayer::token_bucket(1, sec).on_refused(|_| {}))),
+        ConfigError::AndTakesLimitOnly
+    );
     // The clock too: it is the layer's.
     assert_eq!(
         err(RateLimitLayer::token_bucket(1, sec)

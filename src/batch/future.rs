@@ -20,6 +20,7 @@
 //! tokio's own budget (`tokio::task::coop`) needs its `rt` feature, and
 //! tokio's leaf futures inside the calls still honour that budget.
 
+use super::events::Observe;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -75,6 +76,9 @@ pin_project! {
         done: bool,
         #[pin]
         deadline: Option<Sleep>,
+        // Hook and metrics (a layer's batches), and when the batch began.
+        observe: Option<&'static Observe>,
+        started: Option<Instant>,
     }
 }
 
@@ -104,7 +108,18 @@ where
                 .deadline
                 .and_then(|d| Instant::now().checked_add(d))
                 .map(tokio::time::sleep_until),
+            observe: None,
+            started: None,
         }
+    }
+
+    /// Reports the batch to `observe` when it settles.
+    pub(crate) fn observed(mut self, observe: Option<&'static Observe>) -> Self {
+        if let Some(observe) = observe {
+            self.started = observe.start();
+            self.observe = Some(observe);
+        }
+        self
     }
 }
 
@@ -277,6 +292,9 @@ where
     let failed = *this.rejected;
     if failed > 0 {
         tracing::warn!(failed, total, "batch completed with {failed} failures");
+    }
+    if let Some(observe) = this.observe.take() {
+        observe.settled(total - failed, failed, *this.started);
     }
     let results = std::mem::take(this.results)
         .into_iter()

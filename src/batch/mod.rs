@@ -96,6 +96,7 @@
 //! [`Infallible`]: std::convert::Infallible
 
 mod error;
+pub mod events;
 mod future;
 mod item;
 mod layer;
@@ -103,6 +104,7 @@ mod settle_all;
 mod settled;
 
 pub use error::{BatchConfigError, Elapsed, ItemError};
+pub use events::BatchSettled;
 pub use future::{ResponseFuture, SettleAll};
 pub use layer::{BatchBuilder, BatchLayer, DEFAULT_MAX_IN_FLIGHT};
 pub use settle_all::settle_all;
@@ -168,10 +170,13 @@ where
         // A plain clone, not the `mem::replace` idiom: this service never
         // polls `inner` ready, so there is no ready instance to hand over,
         // and the clone starts not ready, as its future expects.
-        ResponseFuture::new(SettleAll::new(
-            self.inner.clone(),
-            requests.into_iter(),
-            self.layer.config(),
-        ))
+        ResponseFuture::new(
+            SettleAll::new(
+                self.inner.clone(),
+                requests.into_iter(),
+                self.layer.config(),
+            )
+            .observed(self.layer.observe()),
+        )
     }
 }

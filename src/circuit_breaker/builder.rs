@@ -11,6 +11,7 @@ use crate::rng::SharedRng;
 use crate::sync::Arc;
 
 use super::error::ConfigError;
+use super::events::{BreakerHooks, CallRejected, Observe, Observer, StateChange};
 use super::layer::CircuitBreakerLayer;
 use super::policy::{Consecutive, Policy, Rates, Store};
 use super::state::{Core, MAX_PROBES, Settings};
@@ -68,6 +69,7 @@ pub struct CircuitBreakerBuilder<C = ErrorsAsFailures> {
     half_open_timeout: Option<Duration>,
     pub(crate) seed: Option<u64>,
     pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) hooks: BreakerHooks,
     pub(crate) classifier: C,
 }
 
@@ -85,6 +87,7 @@ impl CircuitBreakerBuilder {
             half_open_timeout: None,
             seed: None,
             name: None,
+            hooks: BreakerHooks::default(),
             classifier: ErrorsAsFailures,
         }
     }
@@ -174,9 +177,27 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// A name for the breaker's `tracing` events (field `breaker`).
+    /// A name for the breaker's `tracing` events (field `breaker`), its
+    /// metrics (label `name`) and its hooks' events.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` after every state transition (of every key, for a
+    /// keyed breaker), on the thread that made it, with no lock held. A
+    /// panic in `hook` is caught and reported once through `tracing`; the
+    /// breaker goes on. See [`events`](super::events).
+    pub fn on_state_change(mut self, hook: impl Fn(&StateChange) + Send + Sync + 'static) -> Self {
+        self.hooks.state_change = crate::hook::Hook::new("on_state_change", hook);
+        self
+    }
+
+    /// Calls `hook` for every call rejected with
+    /// [`CircuitOpen`](super::CircuitOpen), on the calling thread. A panic
+    /// in `hook` is caught and reported once; the rejection stands.
+    pub fn on_rejected(mut self, hook: impl Fn(&CallRejected) + Send + Sync + 'static) -> Self {
+        self.hooks.rejected = crate::hook::Hook::new("on_rejected", hook);
         self
     }
 
@@ -198,20 +219,24 @@ impl<C> CircuitBreakerBuilder<C> {
             half_open_timeout: self.half_open_timeout,
             seed: self.seed,
             name: self.name,
+            hooks: self.hooks,
             classifier,
         }
     }
 
-    /// Checks every setting and creates the breaker's one shared state.
+    /// Checks every setting and creates the breaker's one shared state
+    /// (and its metric handles, with the recorder installed now).
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
-        let core = Arc::new(self.core(self.seed)?);
+        self.core(None, Observe::none())?; // settings first: no metrics for a bad one
+        let observer = Observer::new(self.name.as_ref(), self.hooks.clone(), false);
+        let core = Arc::new(self.core(self.seed, Observe::new(observer, None))?);
         Ok(CircuitBreakerLayer::from_parts(core, self.classifier))
     }
 
     /// Checks every setting and makes one breaker's state, its jitter
-    /// seeded with `seed` (from the OS if `None`). A keyed breaker makes
-    /// one per key.
-    pub(crate) fn core(&self, seed: Option<u64>) -> Result<Core, ConfigError> {
+    /// seeded with `seed` (from the OS if `None`), reporting to `observe`.
+    /// A keyed breaker makes one per key.
+    pub(crate) fn core(&self, seed: Option<u64>, observe: Observe) -> Result<Core, ConfigError> {
         let policy = self.policy()?;
         if self.probes == 0 || self.probes > MAX_PROBES {
             return Err(ConfigError::Probes {
@@ -231,6 +256,7 @@ impl<C> CircuitBreakerBuilder<C> {
             slow_threshold: self.slow.map(|(_, t)| duration_to_nanos(t)),
             half_open_timeout: self.half_open_timeout.map(duration_to_nanos),
             name: self.name.clone(),
+            observe,
         };
         let rng = match seed {
             Some(seed) => SharedRng::seeded(seed),

@@ -75,6 +75,7 @@ impl Permit {
     #[inline]
     fn finish(&mut self, outcome: crate::classify::Outcome) {
         if let Some(link) = self.link.take() {
+            link.core.observe().outcome(outcome);
             link.core
                 .finish(self.generation(), self.is_probe(), self.start, outcome);
         }

@@ -154,7 +154,7 @@ where
                 Decision::Reject(retry_after) => {
                     // The inner service stays ready below; the next
                     // `poll_ready` finds it so (reserving nothing twice).
-                    link.core.count_rejection();
+                    link.core.count_rejection(retry_after);
                     return ResponseFuture::rejected(retry_after, self.classifier.clone());
                 }
             },

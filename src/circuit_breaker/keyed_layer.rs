@@ -12,6 +12,7 @@ use crate::clock::duration_to_nanos;
 
 use super::builder::CircuitBreakerBuilder;
 use super::error::ConfigError;
+use super::events::{Observe, Observer};
 use super::keyed::KeyedCircuitBreaker;
 use super::keyed_handle::KeyedCircuitBreakerHandle;
 use super::registry::Registry;
@@ -102,10 +103,18 @@ impl<X, C: Clone> KeyedCircuitBreakerBuilder<X, C> {
             return Err(ConfigError::ZeroIdleAfter);
         }
         // Validates the policy once; each key's breaker is made from it.
-        self.base.core(Some(0))?;
+        self.base.core(Some(0), Observe::none())?;
         let classifier = self.base.classifier.clone();
         let template = self.base.classifier(());
-        let registry = Registry::new(template, self.max_keys, duration_to_nanos(self.idle_after));
+        let name = template.name.clone().unwrap_or_default();
+        let observer = Observer::new(Some(&name), template.hooks.clone(), true);
+        let registry = Registry::new(
+            template,
+            self.max_keys,
+            duration_to_nanos(self.idle_after),
+            observer,
+            crate::metrics::KeysGauge::breaker(&name),
+        );
         Ok(KeyedCircuitBreakerLayer {
             registry: Arc::new(registry),
             extractor: self.extractor,

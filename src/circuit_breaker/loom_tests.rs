@@ -26,6 +26,7 @@ fn core(threshold: u32, probes: u32) -> Arc<Core> {
             slow_threshold: None,
             half_open_timeout: None,
             name: None,
+            observe: super::events::Observe::none(),
         },
         SharedRng::seeded(1),
     ))

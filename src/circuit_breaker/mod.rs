@@ -163,6 +163,7 @@
 mod authority;
 mod builder;
 mod error;
+pub mod events;
 pub mod future;
 mod handle;
 mod keyed;
@@ -190,6 +191,7 @@ use crate::sync::Arc;
 pub use self::authority::Authority;
 pub use self::builder::{CircuitBreakerBuilder, DEFAULT_MIN_CALLS, DEFAULT_OPEN_FOR};
 pub use self::error::{CircuitOpen, ConfigError};
+pub use self::events::{CallRejected, StateChange};
 pub use self::future::ResponseFuture;
 pub use self::handle::{CircuitBreakerHandle, Counts};
 pub use self::keyed::KeyedCircuitBreaker;
@@ -201,7 +203,7 @@ pub use self::layer::CircuitBreakerLayer;
 pub use self::state::State;
 pub use self::throttle::{
     AdaptiveThrottle, AdaptiveThrottleBuilder, AdaptiveThrottleHandle, AdaptiveThrottleLayer,
-    ThrottleCounts, Throttled,
+    ThrottleCounts, ThrottleRefused, Throttled,
 };
 pub use self::window::Window;
 
@@ -378,7 +380,7 @@ where
                 "CircuitBreaker::call without a ready poll_ready on this instance (Tower contract)"
             ),
             Admit::Reject(retry_after) => {
-                self.shared.core.count_rejection();
+                self.shared.core.count_rejection(retry_after);
                 return ResponseFuture::rejected(retry_after, self.classifier.clone());
             }
             // A closed or disabled admission reserves nothing, so it is
@@ -391,7 +393,7 @@ where
             Admit::Closed(_) | Admit::Pass => match self.readmit() {
                 Ok(permit) => permit,
                 Err(retry_after) => {
-                    self.shared.core.count_rejection();
+                    self.shared.core.count_rejection(retry_after);
                     return ResponseFuture::rejected(retry_after, self.classifier.clone());
                 }
             },

@@ -31,6 +31,7 @@ use crate::rate_limit::keyed::{Access, Shards};
 use crate::sync::Arc;
 
 use super::builder::CircuitBreakerBuilder;
+use super::events::{Observe, Observer};
 use super::shared::Link;
 use super::state::Core;
 
@@ -60,6 +61,8 @@ pub(crate) struct Registry {
     unguarded: AtomicU64,
     idle_after: Nanos,
     clock: Clock,
+    /// Hooks and metrics, shared by every key's breaker.
+    observer: std::sync::Arc<Observer>,
 }
 
 impl Registry {
@@ -67,9 +70,14 @@ impl Registry {
         template: CircuitBreakerBuilder<()>,
         max_keys: usize,
         idle_after: Nanos,
+        observer: std::sync::Arc<Observer>,
+        keys: crate::metrics::KeysGauge,
     ) -> Self {
+        let mut shards = Shards::new(max_keys);
+        shards.set_keys_gauge(keys);
         Self {
-            shards: Shards::new(max_keys),
+            shards,
+            observer,
             hasher: RandomState::new(),
             template,
             made: AtomicU64::new(0),
@@ -140,7 +148,10 @@ impl Registry {
             .template
             .clone()
             .name(name)
-            .core(seed)
+            .core(
+                seed,
+                Observe::new(self.observer.clone(), Some(std::sync::Arc::from(key))),
+            )
             .unwrap_or_else(|_| unreachable!("the template was validated by build()"));
         Arc::new(Link {
             core: Arc::new(core),
@@ -196,7 +207,13 @@ mod tests {
 
     fn registry(max_keys: usize) -> Registry {
         let template = CircuitBreakerLayer::consecutive_failures(1).classifier(());
-        Registry::new(template, max_keys, 1_000_000_000)
+        Registry::new(
+            template,
+            max_keys,
+            1_000_000_000,
+            Observer::new(None, Default::default(), true),
+            crate::metrics::KeysGauge::noop(),
+        )
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub(crate) struct Settings {
     pub(crate) slow_threshold: Option<Nanos>,
     pub(crate) half_open_timeout: Option<Nanos>,
     pub(crate) name: Option<std::borrow::Cow<'static, str>>,
+    pub(crate) observe: super::events::Observe,
 }
 
 /// The one state every clone of a breaker shares (created by `build()`).
@@ -357,8 +358,15 @@ impl Core {
         self.clock.now()
     }
 
-    pub(crate) fn count_rejection(&self) {
+    pub(crate) fn count_rejection(&self, retry_after: Duration) {
         self.rejections.fetch_add(1, Relaxed);
+        self.settings.observe.rejected(retry_after);
+    }
+
+    /// Hooks and metrics.
+    #[inline]
+    pub(crate) fn observe(&self) -> &super::events::Observe {
+        &self.settings.observe
     }
 
     /// Records the outcome of a call admitted in `generation` (a probe or
@@ -604,6 +612,7 @@ impl Core {
                 tracing::info!(target: "palisade::circuit_breaker", breaker = name, %from, %to, generation, "circuit breaker transition")
             }
         }
+        self.settings.observe.transition(from, to);
     }
 
     fn event_open(&self, from: Word, to: Word, open_for: Nanos) {
@@ -611,6 +620,7 @@ impl Core {
         let (from, to, generation) = (from.state(), to.state(), to.generation());
         let open_for = Duration::from_nanos(open_for);
         tracing::warn!(target: "palisade::circuit_breaker", breaker = name, %from, %to, generation, ?open_for, "circuit breaker opened");
+        self.settings.observe.transition(from, to);
     }
 }
 
@@ -628,6 +638,7 @@ mod tests {
                 slow_threshold: None,
                 half_open_timeout: None,
                 name: None,
+                observe: super::super::events::Observe::none(),
             },
             SharedRng::seeded(1),
         )

@@ -1,6 +1,7 @@
 //! Configuration: one builder, started from an algorithm on
 //! [`ConcurrencyLimitLayer`], checked by [`build()`](ConcurrencyLimitBuilder::build).
 
+use super::events::{ConcurrencyHooks, ConcurrencyRejected, LimitChanged, Observe};
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -73,6 +74,7 @@ pub struct ConcurrencyLimitBuilder<C = ErrorsAsFailures> {
     min_samples: u64,
     max_wait: Option<Duration>,
     name: Option<Cow<'static, str>>,
+    hooks: ConcurrencyHooks,
     classifier: C,
 }
 
@@ -92,6 +94,7 @@ impl ConcurrencyLimitBuilder {
             min_samples: 10,
             max_wait: None,
             name: None,
+            hooks: ConcurrencyHooks::default(),
             classifier: ErrorsAsFailures,
         }
     }
@@ -197,9 +200,28 @@ impl<C> ConcurrencyLimitBuilder<C> {
         self
     }
 
-    /// A name for `tracing` events.
+    /// A name for `tracing` events, metrics (label `name`) and hook events.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` each time the limit changes, after the limiter's lock
+    /// is released. A panic in `hook` is caught and reported once through
+    /// `tracing`; the limiter goes on. See [`events`](super::events).
+    pub fn on_limit_change(mut self, hook: impl Fn(&LimitChanged) + Send + Sync + 'static) -> Self {
+        self.hooks.limit_change = crate::hook::Hook::new("on_limit_change", hook);
+        self
+    }
+
+    /// Calls `hook` for every call refused with
+    /// [`Overloaded`](super::Overloaded), on the calling thread. A panic in
+    /// `hook` is caught and reported once; the refusal stands.
+    pub fn on_rejected(
+        mut self,
+        hook: impl Fn(&ConcurrencyRejected) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.rejected = crate::hook::Hook::new("on_rejected", hook);
         self
     }
 
@@ -223,6 +245,7 @@ impl<C> ConcurrencyLimitBuilder<C> {
             min_samples: self.min_samples,
             max_wait: self.max_wait,
             name: self.name,
+            hooks: self.hooks,
             classifier,
         }
     }
@@ -338,6 +361,7 @@ impl<C> ConcurrencyLimitBuilder<C> {
             min_window: duration_to_nanos(min_window),
             max_window: duration_to_nanos(max_window),
             min_samples: self.min_samples,
+            observe: Observe::new(self.name.as_ref(), self.hooks, initial),
             name: self.name,
         };
         let limiter = Arc::new(Limiter::new(algorithm, initial, settings));

@@ -46,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) max_window: Nanos,
     pub(crate) min_samples: u64,
     pub(crate) name: Option<std::borrow::Cow<'static, str>>,
+    pub(crate) observe: std::sync::Arc<super::events::Observe>,
 }
 
 /// The sample mask of a fixed limit: a call is timed only when the
@@ -167,9 +168,12 @@ impl Limiter {
 
     /// Counts a refusal (the rejection path only).
     #[cold]
-    pub(crate) fn count_refusal(&self) {
+    pub(crate) fn count_refusal(&self, refused: &super::Overloaded) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         self.window.refusals.fetch_add(1, Ordering::Relaxed);
+        self.settings
+            .observe
+            .rejected(refused.limit, refused.in_flight);
     }
 
     /// Gives one permit back.
@@ -278,6 +282,7 @@ impl Limiter {
         drop(control);
         if new != old {
             self.trace(old, new, &window);
+            self.settings.observe.limit_changed(old, new);
             if new > old && self.waiting.load(Ordering::SeqCst) > 0 {
                 self.wake_waiters();
             }

@@ -23,6 +23,7 @@ fn limiter(limit: u32) -> Arc<Limiter> {
             max_window: 1_000_000,
             min_samples: 1,
             name: None,
+            observe: super::events::Observe::none(),
         },
     ))
 }

@@ -135,6 +135,7 @@
 mod algorithm;
 mod builder;
 mod error;
+pub mod events;
 pub mod future;
 mod handle;
 mod layer;
@@ -156,6 +157,7 @@ pub use self::builder::{
     ConcurrencyLimitBuilder, DEFAULT_INITIAL_LIMIT, DEFAULT_MAX_LIMIT, DEFAULT_TOLERANCE,
 };
 pub use self::error::{ConfigError, Overloaded};
+pub use self::events::{ConcurrencyRejected, LimitChanged};
 pub use self::future::ResponseFuture;
 pub use self::handle::ConcurrencyLimitHandle;
 pub use self::layer::ConcurrencyLimitLayer;
@@ -349,7 +351,7 @@ where
         }
         match self.refused.take() {
             Some(overloaded) => {
-                self.limiter.count_refusal();
+                self.limiter.count_refusal(&overloaded);
                 ResponseFuture::refused(overloaded, self.classifier.clone())
             }
             None => panic!(

@@ -216,9 +216,10 @@ pub enum ConfigError {
     #[error("several limits are not available with a Redis store")]
     SeveralLimitsWithStore,
     /// `and` takes a limit only (an algorithm, its burst or `exact`): key,
-    /// cost, wait mode, key bound, headers and clock are set once, on the first.
+    /// cost, wait mode, key bound, headers, clock, name and hooks are set
+    /// once, on the first.
     #[error(
-        "and() takes a limit only; set keyed, cost, wait, max_keys, headers and clock on the first"
+        "and() takes a limit only; set keyed, cost, wait, max_keys, headers, clock, name and hooks on the first"
     )]
     AndTakesLimitOnly,
     /// `RateLimit` header fields describe one limit: not available with

@@ -103,6 +103,8 @@ struct Shard<S> {
 pub(crate) struct Shards<S> {
     shards: Box<[Padded<Mutex<Shard<S>>>]>,
     mask: u64,
+    /// Metrics: keys held (moved after the shard's lock is released).
+    keys: crate::metrics::KeysGauge,
 }
 
 /// A per-key sliding log: the last `limit` admission times, oldest first.
@@ -136,7 +138,13 @@ impl<S> Shards<S> {
         Self {
             shards,
             mask: n as u64 - 1,
+            keys: crate::metrics::KeysGauge::noop(),
         }
+    }
+
+    /// Reports the number of keys held to `keys` from now on.
+    pub(crate) fn set_keys_gauge(&mut self, keys: crate::metrics::KeysGauge) {
+        self.keys = keys;
     }
 
     fn lock(&self, hash: u64) -> MutexGuard<'_, Shard<S>> {
@@ -180,19 +188,26 @@ impl<S> Shards<S> {
         if !admitted {
             return Access::Decided(d);
         }
+        let mut evicted = 0;
         if shard.map.len() >= shard.cap {
             if t >= shard.sweep_at {
+                let before = shard.map.len();
                 shard.sweep(t, &idle_at);
+                evicted = before - shard.map.len();
             }
             if shard.map.len() >= shard.cap {
-                return Access::Full {
-                    retry_after: shard.sweep_at.saturating_sub(t).max(1),
-                };
+                let retry_after = shard.sweep_at.saturating_sub(t).max(1);
+                drop(shard);
+                self.keys.removed(evicted);
+                return Access::Full { retry_after };
             }
         }
         let idle = idle_at(&state);
         shard.sweep_at = shard.sweep_at.min(idle);
         shard.map.insert(hash, state);
+        drop(shard);
+        self.keys.removed(evicted);
+        self.keys.added();
         Access::Decided(d)
     }
 

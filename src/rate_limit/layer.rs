@@ -9,6 +9,7 @@ use tower::Layer;
 
 use super::RateLimit;
 use super::error::ConfigError;
+use super::events::{Observe, RateLimitHooks, RateLimitRefused};
 use super::gcra::Gcra;
 use super::handle::RateLimitHandle;
 use super::headers::{NoHeaders, Policy, Sealed, ceil_secs};
@@ -188,6 +189,7 @@ pub struct RateLimitBuilder<K = Unkeyed, C = PerRequest, H = NoHeaders, M = Reje
     misuse: Option<ConfigError>,
     /// Further limits (`and`), checked with `spec` all-or-nothing.
     more: Vec<Spec>,
+    hooks: RateLimitHooks,
     key: K,
     cost: C,
     clock: ClockSource,
@@ -220,6 +222,7 @@ impl RateLimitBuilder {
             costed: false,
             misuse: None,
             more: Vec::new(),
+            hooks: RateLimitHooks::default(),
             key: Unkeyed,
             cost: PerRequest,
             clock: ClockSource::Tokio,
@@ -230,6 +233,21 @@ impl RateLimitBuilder {
 impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
     fn misuse(mut self, e: ConfigError) -> Self {
         self.misuse.get_or_insert(e);
+        self
+    }
+
+    /// A name for the limiter's metrics (label `name`) and hook events.
+    pub fn name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.hooks.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` for every refused request, on the calling thread in
+    /// `call`, with no lock held. A panic in `hook` is caught and reported
+    /// once through `tracing`; the refusal stands. See
+    /// [`events`](super::events).
+    pub fn on_refused(mut self, hook: impl Fn(&RateLimitRefused) + Send + Sync + 'static) -> Self {
+        self.hooks.refused = crate::hook::Hook::new("on_refused", hook);
         self
     }
 
@@ -307,6 +325,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             key: self.key,
             cost: self.cost,
             clock: self.clock,
+            hooks: self.hooks,
         }
     }
 
@@ -373,6 +392,8 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             || limit.max_keys.is_some()
             || limit.policy_name.is_some()
             || limit.clock != ClockSource::default()
+            || limit.hooks.name.is_some()
+            || limit.hooks.refused.is_set()
             || !limit.more.is_empty()
         {
             return self.misuse(ConfigError::AndTakesLimitOnly);
@@ -399,6 +420,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             key: self.key,
             cost: self.cost,
             clock: self.clock,
+            hooks: self.hooks,
         }
     }
 
@@ -446,6 +468,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             costed: self.costed,
             misuse: self.misuse,
             more: self.more,
+            hooks: self.hooks,
             key: extract,
             cost: self.cost,
             clock: self.clock,
@@ -468,6 +491,7 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
             costed: true,
             misuse: self.misuse,
             more: self.more,
+            hooks: self.hooks,
             key: self.key,
             cost: CostBy(cost),
             clock: self.clock,
@@ -516,6 +540,9 @@ impl<K, C, H: Sealed, M> RateLimitBuilder<K, C, H, M> {
         limiter.policy = policy;
         limiter.waits_in_call = self.keyed || self.costed;
         limiter.clock = Clock::with_source(self.clock);
+        let (observe, keys) = Observe::new(self.hooks, self.wait.is_some(), max_keys.is_some());
+        limiter.observe = observe;
+        limiter.set_keys_gauge(keys);
         Ok(RateLimitLayer {
             limiter: Arc::new(limiter),
             key: self.key,
@@ -632,6 +659,7 @@ impl<K, C, M> RateLimitBuilder<K, C, NoHeaders, M> {
             costed: self.costed,
             misuse: self.misuse,
             more: self.more,
+            hooks: self.hooks,
             key: self.key,
             cost: self.cost,
             clock: self.clock,

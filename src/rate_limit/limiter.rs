@@ -70,6 +70,8 @@ pub(crate) struct Limiter {
     /// Requests are told apart by key (an unkeyed limiter may use the
     /// keyed store, with one key).
     keyed: bool,
+    /// Hooks and metrics (set by `build()`).
+    pub(crate) observe: super::events::Observe,
 }
 
 impl Limiter {
@@ -98,6 +100,17 @@ impl Limiter {
             policy: None,
             waits_in_call: false,
             keyed: max_keys.is_some(),
+            observe: super::events::Observe::none(),
+        }
+    }
+
+    /// Reports keys held to `keys` (keyed limiters).
+    pub(crate) fn set_keys_gauge(&mut self, keys: crate::metrics::KeysGauge) {
+        match &mut self.state {
+            State::KeyedGcra(_, s) => s.set_keys_gauge(keys),
+            State::KeyedWindow(_, s) => s.set_keys_gauge(keys),
+            State::KeyedLog(_, s) => s.set_keys_gauge(keys),
+            _ => {}
         }
     }
 

@@ -219,6 +219,7 @@
 mod clock_tests;
 mod decision;
 pub mod error;
+pub mod events;
 pub mod future;
 mod gcra;
 mod handle;
@@ -239,6 +240,7 @@ mod wide;
 pub mod redis;
 
 pub use error::{ConfigError, InsufficientCapacity, RateLimited, UnknownKey};
+pub use events::{RateLimitRefused, RefusalReason};
 pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use headers::{ApplyStamp, HeaderStamp, NoHeaders, Quota, RateLimitHeaders, ResponseHeaders};
@@ -371,6 +373,12 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
                     // read when the request may go at once.
                     match self.limiter.acquire_at(now, 0, 1, budget) {
                         Outcome::Admit { at, undo } => {
+                            // Waited from the first poll (the deadline's
+                            // start) until the admission's time.
+                            let start = deadline.saturating_sub(max_wait);
+                            self.limiter
+                                .observe
+                                .waited(at.max(now).saturating_sub(start));
                             self.slot = Slot::Reserved { at, undo };
                             if at <= now {
                                 return Poll::Ready(());
@@ -452,9 +460,11 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
         Ok(self.limiter.hash_key(&key))
     }
 
-    /// Counts and traces a refusal.
-    fn refused(&self, r: &Refusal) {
+    /// Counts, reports (metrics, hook) and traces a refusal; `key_hash` is
+    /// asked only when a hook is set.
+    fn refused(&self, r: &Refusal, key_hash: impl FnOnce() -> Option<u64>) {
         self.limiter.counters.reject();
+        self.limiter.observe.refused(r, key_hash);
         match r {
             Refusal::Limited(e) => tracing::debug!(
                 retry_after = ?e.retry_after,
@@ -494,6 +504,7 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
         match decided {
             Ok(admitted) => {
                 self.limiter.counters.admit();
+                self.limiter.observe.admitted();
                 // `NoHeaders` never calls the closure: nothing computed.
                 let limiter = &self.limiter;
                 let stamp = self.headers.stamp(|| {
@@ -503,7 +514,12 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
                 ResponseFuture::called(self.inner.call(req), stamp)
             }
             Err(r) => {
-                self.refused(&r);
+                let (limiter, key) = (&self.limiter, &self.key);
+                self.refused(&r, || {
+                    limiter
+                        .is_keyed()
+                        .then(|| limiter.hash_key(&key.extract(&req)))
+                });
                 ResponseFuture::refused(r)
             }
         }

@@ -92,7 +92,8 @@ where
         let key = match self.key_of(&req) {
             Ok(key) => key,
             Err(r) => {
-                self.refused(&r);
+                // No key identified: no key to report.
+                self.refused(&r, || None);
                 return WaitFuture::now(ResponseFuture::refused(r));
             }
         };
@@ -100,6 +101,8 @@ where
         let (wake, reserved) = match self.limiter.acquire_at(now, key, cost, max_wait) {
             Outcome::Admit { at, undo } if at <= now => {
                 self.limiter.counters.admit();
+                self.limiter.observe.admitted();
+                self.limiter.observe.waited(0);
                 let limiter = &self.limiter;
                 let stamp = self.headers.stamp(|| limiter.quota_after(at, &undo));
                 return WaitFuture::now(ResponseFuture::called(self.inner.call(req), stamp));
@@ -108,10 +111,10 @@ where
             Outcome::Deny(e) if duration_to_nanos(e.retry_after) <= max_wait => {
                 (now + duration_to_nanos(e.retry_after), None)
             }
-            Outcome::Deny(e) => return self.refuse(Refusal::Limited(e)),
-            Outcome::Never(e) => return self.refuse(Refusal::Never(e)),
+            Outcome::Deny(e) => return self.refuse(Refusal::Limited(e), key),
+            Outcome::Never(e) => return self.refuse(Refusal::Never(e), key),
         };
-        self.defer(req, key, cost, now.saturating_add(max_wait), wake, reserved)
+        self.defer(req, key, cost, now, max_wait, wake, reserved)
     }
 }
 
@@ -126,7 +129,8 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
         req: Req,
         key: u64,
         cost: u64,
-        deadline: Nanos,
+        start: Nanos,
+        max_wait: Nanos,
         wake: Nanos,
         reserved: Option<(Nanos, Undo)>,
     ) -> WaitFuture<S, Req, H>
@@ -145,7 +149,8 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
                         headers: self.headers.clone(),
                         key,
                         cost,
-                        deadline,
+                        start,
+                        deadline: start.saturating_add(max_wait),
                         reserved,
                     },
                 }),
@@ -153,12 +158,13 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
         }
     }
 
-    fn refuse<Req>(&self, r: Refusal) -> WaitFuture<S, Req, H>
+    fn refuse<Req>(&self, r: Refusal, key: u64) -> WaitFuture<S, Req, H>
     where
         S: Service<Req>,
         H: ResponseHeaders,
     {
-        self.refused(&r);
+        let keyed = self.limiter.is_keyed();
+        self.refused(&r, || keyed.then_some(key));
         WaitFuture::now(ResponseFuture::refused(r))
     }
 }
@@ -172,6 +178,8 @@ struct Waiter<S, Req, H> {
     headers: H,
     key: u64,
     cost: u64,
+    /// When the request arrived (for the wait histogram).
+    start: Nanos,
     /// Give up once a retry would land after this.
     deadline: Nanos,
     /// Admitted, conforming at `.0`; `None` while waiting for a window.
@@ -326,6 +334,11 @@ where
                 }
                 waiter.reserved = None;
                 waiter.limiter.counters.admit();
+                waiter.limiter.observe.admitted();
+                waiter
+                    .limiter
+                    .observe
+                    .waited(at.saturating_sub(waiter.start));
                 let limiter = &waiter.limiter;
                 let stamp = waiter.headers.stamp(|| limiter.quota_after(at, &undo));
                 let req = waiter
@@ -346,7 +359,13 @@ where
             Err(r) => {
                 // The waiter's limiter counts the refusal; nothing was reserved.
                 if let KindProj::Waiting { waiting } = kind.as_mut().project() {
-                    waiting.waiter.limiter.counters.reject();
+                    let waiter = &waiting.waiter;
+                    waiter.limiter.counters.reject();
+                    let keyed = waiter.limiter.is_keyed();
+                    waiter
+                        .limiter
+                        .observe
+                        .refused(&r, || keyed.then_some(waiter.key));
                     tracing::debug!("rate limited: the wait would exceed max_wait");
                 }
                 kind.set(Kind::Now {

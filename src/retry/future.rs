@@ -211,6 +211,7 @@ where
                     // The budget's retry is spent now that it is sent.
                     *this.withdrawal = None;
                     this.policy.state.retries.fetch_add(1, Relaxed);
+                    this.policy.observe.metrics.retry_sent();
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::budget::{BudgetState, RetryBudget};
+use super::events::{BudgetRefused, Observe, RetryHooks, RetryScheduled};
 use super::handle::{RetryHandle, RetryState};
 use super::hooks::{ByClone, NoHint, RetryIf};
 use super::policy::Policy;
@@ -41,6 +42,8 @@ pub struct RetryLayerBuilder<C = ErrorsAsFailures, K = ByClone, H = NoHint> {
     max_hint: Option<Duration>,
     seed: Option<u64>,
     budget: Option<RetryBudget>,
+    name: Option<std::borrow::Cow<'static, str>>,
+    hooks: RetryHooks,
     classifier: C,
     cloner: K,
     hint: H,
@@ -93,6 +96,8 @@ impl RetryLayer {
             max_hint: None,
             seed: None,
             budget: None,
+            name: None,
+            hooks: RetryHooks::default(),
             classifier: ErrorsAsFailures,
             cloner: ByClone,
             hint: NoHint,
@@ -115,6 +120,31 @@ impl<C, K, H> RetryLayer<C, K, H> {
 }
 
 impl<C, K, H> RetryLayerBuilder<C, K, H> {
+    /// A name for the layer's metrics (label `name`) and hooks' events.
+    pub fn name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` each time a retry is scheduled (before its delay), on
+    /// the thread polling the response, with no lock held. A panic in
+    /// `hook` is caught and reported once through `tracing`; the retry goes
+    /// on. See [`events`](super::events).
+    pub fn on_retry(mut self, hook: impl Fn(&RetryScheduled) + Send + Sync + 'static) -> Self {
+        self.hooks.retry = crate::hook::Hook::new("on_retry", hook);
+        self
+    }
+
+    /// Calls `hook` each time the [retry budget](Self::budget) refuses a
+    /// retry. A panic in `hook` is caught and reported once.
+    pub fn on_budget_refused(
+        mut self,
+        hook: impl Fn(&BudgetRefused) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.budget_refused = crate::hook::Hook::new("on_budget_refused", hook);
+        self
+    }
+
     /// Attempts per request, the first included (default 3). `1` disables
     /// retries; `0` is an error.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
@@ -230,6 +260,8 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
             max_hint: self.max_hint,
             seed: self.seed,
             budget: self.budget,
+            name: self.name,
+            hooks: self.hooks,
             classifier,
             cloner,
             hint,
@@ -265,6 +297,7 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
                 classifier: self.classifier,
                 cloner: self.cloner,
                 hint: self.hint,
+                observe: Observe::new(self.name, self.hooks, budget.is_some()),
                 state: Arc::new(RetryState::new(rng, budget)),
             }),
         })

@@ -125,6 +125,7 @@
 
 mod budget;
 mod error;
+pub mod events;
 pub mod future;
 mod handle;
 #[cfg(feature = "http")]
@@ -141,6 +142,7 @@ use tower::Service;
 
 pub use self::budget::RetryBudget;
 pub use self::error::InvalidRetry;
+pub use self::events::{BudgetRefused, RetryScheduled};
 pub use self::future::ResponseFuture;
 pub use self::handle::RetryHandle;
 #[cfg(feature = "http")]
@@ -213,6 +215,7 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let policy = &self.policy;
+        policy.observe.metrics.attempt();
         if let Some(budget) = &policy.state.budget {
             budget.deposit();
         }

@@ -27,6 +27,7 @@ pub(crate) struct Policy<C, K, H> {
     pub(crate) cloner: K,
     pub(crate) hint: H,
     pub(crate) state: Arc<RetryState>,
+    pub(crate) observe: super::events::Observe,
 }
 
 /// What to do with an attempt's result.
@@ -168,6 +169,8 @@ impl<C, K, H> Policy<C, K, H> {
                 Some(w) => Some(w),
                 None => {
                     state.budget_denied.fetch_add(1, Relaxed);
+                    self.observe
+                        .budget_refused(at.attempts, || budget.available());
                     tracing::debug!(
                         attempt = at.attempts,
                         reason,
@@ -185,6 +188,10 @@ impl<C, K, H> Policy<C, K, H> {
             hinted = hint.is_some(),
             "retrying"
         );
+        if let Some(budget) = &state.budget {
+            self.observe.metrics.budget_balance(|| budget.available());
+        }
+        self.observe.scheduled(at.attempts + 1, delay, false);
         Verdict::Retry { delay, withdrawal }
     }
 
@@ -228,6 +235,8 @@ impl<C, K, H> Policy<C, K, H> {
             delay_ms = wait.as_secs_f64() * 1e3,
             "retrying a local rejection after its retry_after"
         );
+        self.observe
+            .scheduled(at.attempts + 1, duration_to_nanos(wait), true);
         Verdict::WaitOut {
             delay: duration_to_nanos(wait),
         }

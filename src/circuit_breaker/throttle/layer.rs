@@ -1,5 +1,6 @@
 //! [`AdaptiveThrottleLayer`], its builder and its handle.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +8,13 @@ use std::time::Duration;
 use tower::Layer;
 
 use crate::classify::ErrorsAsFailures;
+use crate::hook::Hook;
 use crate::rng::SharedRng;
 
 use super::super::error::ConfigError;
 use super::super::window::{Window, check_time_window};
 use super::AdaptiveThrottle;
+use super::events::{Observe, ThrottleRefused};
 use super::state::Throttle;
 
 /// `K` when not set: the SRE book's suggestion.
@@ -50,6 +53,8 @@ impl AdaptiveThrottleLayer {
             k: DEFAULT_K,
             window: DEFAULT_THROTTLE_WINDOW,
             seed: None,
+            name: None,
+            refused: Hook::none(),
             classifier: ErrorsAsFailures,
         }
     }
@@ -98,6 +103,8 @@ pub struct AdaptiveThrottleBuilder<C = ErrorsAsFailures> {
     k: f64,
     window: Window,
     seed: Option<u64>,
+    name: Option<Cow<'static, str>>,
+    refused: Hook<ThrottleRefused>,
     classifier: C,
 }
 
@@ -126,6 +133,21 @@ impl<C> AdaptiveThrottleBuilder<C> {
         self
     }
 
+    /// A name for the throttle's metric (label `name`) and hook events.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `hook` for every request refused locally with
+    /// [`Throttled`](super::Throttled), on the calling thread. A panic in
+    /// `hook` is caught and reported once through `tracing`; the refusal
+    /// stands. See [`events`](super::events).
+    pub fn on_refused(mut self, hook: impl Fn(&ThrottleRefused) + Send + Sync + 'static) -> Self {
+        self.refused = Hook::new("on_refused", hook);
+        self
+    }
+
     /// Decides which outcomes are *accepts* (default
     /// [`ErrorsAsFailures`]: every `Ok`). For the SRE book's meaning, count
     /// as failures only the backend's refusals for overload (HTTP 429 and
@@ -137,6 +159,8 @@ impl<C> AdaptiveThrottleBuilder<C> {
             k: self.k,
             window: self.window,
             seed: self.seed,
+            name: self.name,
+            refused: self.refused,
             classifier,
         }
     }
@@ -154,8 +178,10 @@ impl<C> AdaptiveThrottleBuilder<C> {
             Some(seed) => SharedRng::seeded(seed),
             None => SharedRng::from_entropy(),
         };
+        let mut throttle = Throttle::new(self.k, span, buckets, rng);
+        throttle.observe = Some(Observe::new(self.name, self.refused));
         Ok(AdaptiveThrottleLayer {
-            state: Arc::new(Throttle::new(self.k, span, buckets, rng)),
+            state: Arc::new(throttle),
             classifier: self.classifier,
         })
     }

@@ -80,6 +80,7 @@
 //! ```
 
 mod error;
+pub mod events;
 pub mod future;
 mod layer;
 mod state;
@@ -94,6 +95,7 @@ use crate::BoxError;
 use crate::classify::{Classify, ErrorsAsFailures};
 
 pub use self::error::Throttled;
+pub use self::events::ThrottleRefused;
 pub use self::future::ResponseFuture;
 pub use self::layer::{
     AdaptiveThrottleBuilder, AdaptiveThrottleHandle, AdaptiveThrottleLayer, DEFAULT_K,
@@ -184,6 +186,9 @@ where
                 self.classifier.clone(),
             ),
             Err(probability) => {
+                if let Some(observe) = &self.state.observe {
+                    observe.refused(probability, self.state.step());
+                }
                 ResponseFuture::throttled(self.state.step(), probability, self.classifier.clone())
             }
         }

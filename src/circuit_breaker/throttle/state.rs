@@ -61,6 +61,8 @@ pub(crate) struct Throttle {
     throttled: Padded<AtomicU64>,
     /// The window's step: the hint a rejection gives.
     step: Duration,
+    /// Hook and metric (set by `build()`).
+    pub(crate) observe: Option<super::events::Observe>,
 }
 
 impl Throttle {
@@ -73,6 +75,7 @@ impl Throttle {
             clock: Clock::new(),
             throttled: Padded(AtomicU64::new(0)),
             step: span / buckets.max(1),
+            observe: None,
         }
     }
 

@@ -107,6 +107,7 @@ where
         if cost == 0 {
             // As in memory: free requests pass uncounted against the limit.
             self.shared.limiter.counters.admit();
+            self.shared.limiter.observe.admitted();
             return ResponseFuture {
                 state: State::Called {
                     fut: inner.call(req),
@@ -124,7 +125,9 @@ where
                 KeyStatus::Unknown => self.shared.limiter.counters.unknown_key(),
                 KeyStatus::Refuse => {
                     self.shared.limiter.counters.unknown_key();
-                    refused = Some(Refusal::Unknown(UnknownKey));
+                    let refusal = Refusal::Unknown(UnknownKey);
+                    self.shared.limiter.observe.refused(&refusal, || None);
+                    refused = Some(refusal);
                 }
             }
             extracted.write_key(&mut key);

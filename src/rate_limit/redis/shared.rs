@@ -234,8 +234,14 @@ impl Shared {
     pub(crate) async fn decide(self: Arc<Self>, key: Vec<u8>, cost: u64) -> Result<(), Refusal> {
         let result = self.decide_uncounted(key, cost).await;
         match &result {
-            Ok(()) => self.limiter.counters.admit(),
-            Err(_) => self.limiter.counters.reject(),
+            Ok(()) => {
+                self.limiter.counters.admit();
+                self.limiter.observe.admitted();
+            }
+            Err(r) => {
+                self.limiter.counters.reject();
+                self.limiter.observe.refused(r, || None);
+            }
         }
         result
     }
