@@ -114,7 +114,14 @@ where
             Outcome::Deny(e) => return self.refuse(Refusal::Limited(e), key),
             Outcome::Never(e) => return self.refuse(Refusal::Never(e), key),
         };
-        self.defer(req, key, cost, now, max_wait, wake, reserved)
+        self.defer(
+            req,
+            key,
+            cost,
+            (now, now.saturating_add(max_wait)),
+            wake,
+            reserved,
+        )
     }
 }
 
@@ -129,8 +136,7 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
         req: Req,
         key: u64,
         cost: u64,
-        start: Nanos,
-        max_wait: Nanos,
+        (start, deadline): (Nanos, Nanos),
         wake: Nanos,
         reserved: Option<(Nanos, Undo)>,
     ) -> WaitFuture<S, Req, H>
@@ -150,7 +156,7 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
                         key,
                         cost,
                         start,
-                        deadline: start.saturating_add(max_wait),
+                        deadline,
                         reserved,
                     },
                 }),
