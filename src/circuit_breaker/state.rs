@@ -318,8 +318,6 @@ impl Core {
         }
     }
 
-    /// Whether a closed-state admission made in `generation` still stands:
-    /// one load, the re-check `call` makes on the hot path.
     /// The generation if the breaker is closed (one load): the first step
     /// of [`acquire`](Self::acquire), for callers to take inline.
     #[inline]
@@ -328,6 +326,8 @@ impl Core {
         (word.tag() == CLOSED).then(|| word.generation())
     }
 
+    /// Whether a closed-state admission made in `generation` still stands:
+    /// one load, the re-check `call` makes on the hot path.
     #[inline]
     pub(crate) fn closed_is_current(&self, generation: u32) -> bool {
         let word = self.load();
