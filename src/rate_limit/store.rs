@@ -245,6 +245,16 @@ impl LogCell {
         }
     }
 
+    /// Moves `head` past admission `h` once its slot is written: by the
+    /// writer, or by any thread that finds the slot written first (so a
+    /// writer preempted before this step never stalls the others).
+    #[inline]
+    fn advance_head(&self, h: u64) {
+        let _ = self
+            .head
+            .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
     #[inline]
     pub(crate) fn acquire(&self, log: &SlidingLog, clock: impl Fn() -> Nanos) -> Decision<Nanos> {
         let limit = self.slots.len() as u64;
@@ -258,9 +268,7 @@ impl LogCell {
             if s & TAG == parity {
                 // Written for admission `h` by a thread that has not yet
                 // advanced `head`: help it.
-                let _ = self
-                    .head
-                    .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
+                self.advance_head(h);
                 fresh = false;
                 continue;
             }
@@ -289,9 +297,7 @@ impl LogCell {
                 )
                 .is_ok()
             {
-                let _ = self
-                    .head
-                    .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Relaxed);
+                self.advance_head(h);
                 return d;
             }
             fresh = false;
