@@ -194,6 +194,42 @@ async fn closed_breakers_are_evicted_only_once_idle() {
     assert_eq!(handle.unguarded_calls(), 1);
 }
 
+/// Half-open with no probe in flight (one of two probes done) decides
+/// nothing until the next call: once idle it may be evicted like a closed
+/// breaker (a fresh one admits the same calls), making room for a new key.
+#[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_with_no_probe_in_flight_is_evicted_once_idle() {
+    let mock = Mock::<Host>::new().outcome_fn(|n, host| match (*host, n) {
+        ("a", 0) => Step::err(),
+        _ => Step::ok(),
+    });
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .open_for(secs(1))
+        .half_open_probes(2)
+        .keyed(|host: &Host| *host)
+        .max_keys(1)
+        .idle_after(secs(10))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(mock);
+    assert!(call(&mut svc, "a").await.is_err());
+    advance(secs(1)).await;
+    call(&mut svc, "a").await.unwrap(); // one probe of two: still half-open
+    let a = handle.breaker(&"a").unwrap();
+    assert_eq!(a.state(), State::HalfOpen);
+    assert_eq!(a.counts().probes_in_flight, 0);
+    // Not idle yet: kept, and "b" goes unguarded.
+    call(&mut svc, "b").await.unwrap();
+    assert_eq!(handle.unguarded_calls(), 1);
+    // Idle: evicted for "b".
+    advance(secs(11)).await;
+    call(&mut svc, "b").await.unwrap();
+    assert_eq!(handle.unguarded_calls(), 1);
+    assert!(handle.breaker(&"a").is_none());
+    assert!(handle.breaker(&"b").is_some());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_breaker_with_a_probe_in_flight_is_never_evicted() {
     let fail_a = Arc::new(AtomicBool::new(true));
