@@ -23,29 +23,33 @@ use super::shared::Link;
 /// service dropped after `poll_ready`, or the response future dropped
 /// before the call ended) gives the slot back and records nothing.
 ///
-/// Laid out as three words (the hot path moves it twice per call).
+/// Three words, and `Option<Permit>` too (the `Arc`'s niche): the response
+/// future holds it as an `Option`, taken when the outcome is reported.
 pub(crate) struct Permit {
-    /// `None` once the outcome is reported.
-    link: Option<Arc<Link>>,
+    link: Arc<Link>,
     /// `generation << 1 | probe`.
     ticket: u64,
+    /// When the call started (only read when timing slow calls).
     start: Nanos,
 }
 
 impl Permit {
+    /// A closed-state admission of `generation`, starting now.
     #[inline]
     pub(crate) fn closed(link: Arc<Link>, generation: u32) -> Self {
+        let start = start_of(&link);
         Self {
-            link: Some(link),
+            link,
             ticket: u64::from(generation) << 1,
-            start: 0,
+            start,
         }
     }
 
+    /// A half-open probe of `generation` (started by [`Permit::start`]).
     #[inline]
     pub(crate) fn probe(link: Arc<Link>, generation: u32) -> Self {
         Self {
-            link: Some(link),
+            link,
             ticket: (u64::from(generation) << 1) | 1,
             start: 0,
         }
@@ -61,34 +65,42 @@ impl Permit {
         self.ticket & 1 == 1
     }
 
-    /// Marks the call as started now (only read when timing slow calls).
+    /// Marks the call as started now: a probe is reserved in `poll_ready`
+    /// and called later.
     #[inline]
     pub(crate) fn start(&mut self) {
-        if let Some(link) = &self.link {
-            if link.core.times_calls() {
-                self.start = link.core.now();
-            }
-        }
+        self.start = start_of(&self.link);
     }
 
-    /// Reports the outcome (once; the permit is spent after).
+    /// Reports the outcome. The permit is spent: the caller drops it next
+    /// (in place: moving it out first would copy it in wider loads than it
+    /// was written with, stalling store-to-load forwarding).
     #[inline]
     fn finish(&mut self, outcome: crate::classify::Outcome) {
-        if let Some(link) = self.link.take() {
-            link.core.observe().outcome(outcome);
-            link.core
-                .finish(self.generation(), self.is_probe(), self.start, outcome);
-        }
+        let core = &self.link.core;
+        core.observe().outcome(outcome);
+        core.finish(self.generation(), self.is_probe(), self.start, outcome);
+        // Reported: dropping it now must not give a probe slot back too.
+        self.ticket &= !1;
+    }
+}
+
+/// The start reading of a call through `link`: the clock only when the
+/// breaker times slow calls.
+#[inline]
+fn start_of(link: &Link) -> Nanos {
+    if link.core.times_calls() {
+        link.core.now()
+    } else {
+        0
     }
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if let Some(link) = self.link.take() {
-            if self.ticket & 1 == 1 {
-                link.core.release_probe(self.generation());
-            }
+        if self.is_probe() {
+            self.link.core.release_probe(self.generation());
         }
     }
 }
@@ -162,6 +174,7 @@ where
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = this.permit {
                     permit.finish(this.classifier.classify(&result));
+                    *this.permit = None;
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

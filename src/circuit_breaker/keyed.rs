@@ -149,7 +149,11 @@ where
             None => None,
             Some(link) => match link.core.acquire() {
                 Decision::Closed(generation) => Some(Permit::closed(link, generation)),
-                Decision::Probe(generation) => Some(Permit::probe(link, generation)),
+                Decision::Probe(generation) => {
+                    let mut probe = Permit::probe(link, generation);
+                    probe.start();
+                    Some(probe)
+                }
                 Decision::Pass => None,
                 Decision::Reject(retry_after) => {
                     // The inner service stays ready below; the next
@@ -159,10 +163,6 @@ where
                 }
             },
         };
-        let permit = permit.map(|mut p| {
-            p.start();
-            p
-        });
         ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
     }
 }
