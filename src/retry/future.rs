@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower::Service;
 
 use super::budget::Withdrawal;
@@ -36,6 +36,11 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
+        // The delay before a retry, while `state` is `Waiting`. Beside the
+        // state rather than in it, and behind `dyn`: the success path's
+        // drop is then a null check, inlined, where a `Sleep` in the state
+        // or boxed as itself is dropped through a call (measured).
+        sleep: Option<Delay>,
         // The service retries are sent through. Present only when a retry
         // may happen: it was swapped out of the `Retry` that `call` was
         // made on (the `mem::replace` idiom), so it is driven ready again
@@ -72,27 +77,26 @@ pin_project! {
             #[pin]
             future: F,
         },
-        // Waiting out the delay before a retry.
-        Waiting {
-            sleep: Pin<Box<Sleep>>,
-        },
+        // Waiting out the delay (the future's `sleep`) before a retry.
+        Waiting,
         // Driving the service ready for the retry.
         Retrying,
     }
 }
 
-impl<F> State<F> {
-    /// The state that sends the next attempt after `delay` nanoseconds.
-    fn after(delay: u64) -> Self {
-        if delay == 0 {
-            State::Retrying
-        } else {
-            State::Waiting {
-                sleep: Box::pin(tokio::time::sleep(Duration::from_nanos(delay))),
-            }
-        }
+/// Moves to the state that sends the next attempt after `delay`
+/// nanoseconds.
+fn wait<F>(delay: u64, mut state: Pin<&mut State<F>>, sleep: &mut Option<Delay>) {
+    if delay == 0 {
+        state.set(State::Retrying);
+        return;
     }
+    *sleep = Some(Box::pin(tokio::time::sleep(Duration::from_nanos(delay))));
+    state.set(State::Waiting);
 }
+
+/// A boxed `tokio::time::Sleep`, seen as a plain future (see the field).
+type Delay = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 impl<S, Req, C, K, H> ResponseFuture<S, Req, C, K, H>
 where
@@ -107,6 +111,7 @@ where
     ) -> Self {
         Self {
             state: State::Called { future },
+            sleep: None,
             service,
             request,
             policy,
@@ -161,7 +166,13 @@ where
     /// Moves to the wait a verdict other than `Return` calls for.
     fn follow(self: Pin<&mut Self>, verdict: Verdict) {
         let this = self.project();
-        follow(verdict, this.withdrawal, this.previous, this.state);
+        follow(
+            verdict,
+            this.withdrawal,
+            this.previous,
+            this.state,
+            this.sleep,
+        );
     }
 
     /// The state machine past the first attempt's answer.
@@ -180,12 +191,19 @@ where
                     };
                     match this.policy.decide(&result, progress) {
                         Verdict::Return => return Poll::Ready(result),
-                        verdict => {
-                            follow(verdict, this.withdrawal, this.previous, this.state.as_mut())
-                        }
+                        verdict => follow(
+                            verdict,
+                            this.withdrawal,
+                            this.previous,
+                            this.state.as_mut(),
+                            this.sleep,
+                        ),
                     }
                 }
-                StateProj::Waiting { sleep } => {
+                StateProj::Waiting => {
+                    let Some(sleep) = this.sleep.as_mut() else {
+                        unreachable!("a wait is entered with its sleep")
+                    };
                     ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Retrying);
                 }
@@ -225,7 +243,8 @@ fn follow<F>(
     verdict: Verdict,
     withdrawal: &mut Option<Withdrawal>,
     previous: &mut Option<u64>,
-    mut state: Pin<&mut State<F>>,
+    state: Pin<&mut State<F>>,
+    sleep: &mut Option<Delay>,
 ) {
     match verdict {
         Verdict::Return => unreachable!("returned by the caller"),
@@ -235,11 +254,11 @@ fn follow<F>(
         } => {
             *withdrawal = taken;
             *previous = Some(delay);
-            state.set(State::after(delay));
+            wait(delay, state, sleep);
         }
         // A local rejection's wait is not a backoff step: `previous`
         // (decorrelated jitter) stays as it was.
-        Verdict::WaitOut { delay } => state.set(State::after(delay)),
+        Verdict::WaitOut { delay } => wait(delay, state, sleep),
     }
 }
 

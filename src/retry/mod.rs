@@ -216,8 +216,8 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let policy = &self.policy;
         policy.observe.metrics.attempt();
-        if let Some(budget) = &policy.state.budget {
-            budget.deposit();
+        if policy.has_budget {
+            deposit(&policy.state);
         }
         let copy = if policy.may_retry_after(1) {
             policy.cloner.clone_request(&request)
@@ -238,6 +238,14 @@ where
         let mut ready = std::mem::replace(&mut self.inner, fresh);
         let future = ready.call(request);
         ResponseFuture::new(future, Some(ready), copy, policy.clone(), deadline)
+    }
+}
+
+/// Counts one request in the budget.
+#[inline]
+fn deposit(state: &handle::RetryState) {
+    if let Some(budget) = &state.budget {
+        budget.deposit();
     }
 }
 
