@@ -298,7 +298,6 @@ impl<C, K, H> RetryLayerBuilder<C, K, H> {
                 cloner: self.cloner,
                 hint: self.hint,
                 observe: Observe::new(self.name, self.hooks, budget.is_some()),
-                has_budget: budget.is_some(),
                 state: Arc::new(RetryState::new(rng, budget)),
             }),
         })

@@ -216,8 +216,8 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let policy = &self.policy;
         policy.observe.metrics.attempt();
-        if policy.has_budget {
-            deposit(&policy.state);
+        if let Some(budget) = &policy.state.budget {
+            budget.deposit();
         }
         let copy = if policy.may_retry_after(1) {
             policy.cloner.clone_request(&request)
@@ -238,14 +238,6 @@ where
         let mut ready = std::mem::replace(&mut self.inner, fresh);
         let future = ready.call(request);
         ResponseFuture::new(future, Some(ready), copy, policy.clone(), deadline)
-    }
-}
-
-/// Counts one request in the budget.
-#[inline]
-fn deposit(state: &handle::RetryState) {
-    if let Some(budget) = &state.budget {
-        budget.deposit();
     }
 }
 

@@ -27,10 +27,6 @@ pub(crate) struct Policy<C, K, H> {
     pub(crate) cloner: K,
     pub(crate) hint: H,
     pub(crate) state: Arc<RetryState>,
-    /// Whether `state` holds a budget: read on every call, so kept here,
-    /// beside the fields the call reads anyway, rather than one pointer
-    /// further.
-    pub(crate) has_budget: bool,
     pub(crate) observe: super::events::Observe,
 }
 
