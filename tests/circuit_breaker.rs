@@ -472,6 +472,71 @@ async fn late_probe_success_does_not_close_a_reopened_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_is_timed_from_its_call_not_from_its_readiness() {
+    // The probe is reserved in `poll_ready`; a caller may hold the ready
+    // service for a while before calling. Only the call itself is timed.
+    let (mut svc, mock) = breaker(
+        CircuitBreakerLayer::failure_rate(0.5)
+            .slow_call_rate(0.5, ms(10))
+            .window(Window::count(2))
+            .min_calls(1)
+            .open_for(secs(1)),
+    );
+    let h = svc.handle();
+    step(&mut svc, &mock, Step::err()).await.unwrap_err();
+    assert_eq!(h.state(), State::Open);
+    advance(secs(1)).await;
+    let ready = svc.ready().await.unwrap();
+    assert_eq!(h.state(), State::HalfOpen);
+    advance(secs(1)).await;
+    mock.push_script([Step::ok().after(ms(9))]);
+    ready.call(0).await.unwrap();
+    assert_eq!(h.state(), State::Closed, "a 9 ms probe is not slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_probe_does_not_give_its_slot_back_again() {
+    // Two probes reserved; the first succeeds (one win of two). Its slot is
+    // spent by the success: releasing it again when the permit is dropped
+    // would let a third probe in while the second is still out.
+    let (svc, mock) = breaker(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .open_for(secs(1))
+            .half_open_probes(2),
+    );
+    let h = svc.handle();
+    let (mut a, mut b, mut c) = (svc.clone(), svc.clone(), svc);
+    step(&mut a, &mock, Step::err()).await.unwrap_err();
+    advance(secs(1)).await;
+    a.ready().await.unwrap();
+    b.ready().await.unwrap();
+    mock.push_script([Step::ok()]);
+    a.call(0).await.unwrap();
+    assert_eq!(h.state(), State::HalfOpen, "one win of two");
+    let third = call(&mut c).await;
+    assert!(
+        rejected(&third).is_some(),
+        "a third probe while the second is out: {third:?}"
+    );
+    mock.push_script([Step::ok()]);
+    b.call(0).await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn response_future_debug_shows_its_kind_and_permit() {
+    let (mut svc, _mock) = breaker(CircuitBreakerLayer::consecutive_failures(1));
+    let future = svc.ready().await.unwrap().call(0);
+    let text = format!("{future:?}");
+    assert!(
+        text.starts_with("ResponseFuture")
+            && text.contains("kind: \"called\"")
+            && text.contains("Permit { generation: 0, probe: false"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn ok_with_5xx_counts_as_failure() {
     let server_errors = FailureWhenOk::new(|r: &Reply<u64>| r.status >= 500);
     let mock = Mock::new().default_step(Step::status(503));
