@@ -616,3 +616,19 @@ async fn maximal_delays_and_limits_never_overflow() {
         "{gaps:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn response_future_debug_shows_attempts_and_deadline() {
+    let mut svc = RetryLayer::exponential(ms(10))
+        .max_attempts(3)
+        .max_elapsed(ms(500))
+        .build()
+        .unwrap()
+        .layer(Mock::new());
+    let future = svc.ready().await.unwrap().call(0);
+    let text = format!("{future:?}");
+    assert!(
+        text.starts_with("ResponseFuture") && text.contains("attempts: 1, deadline: Some("),
+        "{text}"
+    );
+}
