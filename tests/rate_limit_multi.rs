@@ -87,6 +87,27 @@ async fn a_refused_request_is_charged_to_no_limit() {
     assert_eq!(layer.handle().rejected(), 6);
 }
 
+/// Two limits refusing with the same wait: the first one added is named.
+#[tokio::test(start_paused = true)]
+async fn on_a_tie_the_first_refusing_limit_is_named() {
+    let sec = Duration::from_secs(1);
+    let layer = RateLimitLayer::token_bucket(1, sec)
+        .and(RateLimitLayer::token_bucket(1, sec))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Mock::new());
+    assert_eq!(send(&mut svc, (0, 1)).await, Answer::Admitted);
+    assert_eq!(
+        send(&mut svc, (0, 1)).await,
+        Answer::Limited {
+            retry_after: 1_000_000_000,
+            index: 0,
+            limit: 1,
+            remaining: 0
+        }
+    );
+}
+
 #[test]
 fn configuration_errors() {
     let sec = Duration::from_secs(1);

@@ -245,6 +245,55 @@ async fn several_limits_wait_for_all_of_them() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dropped_wait_on_several_limits_leaves_them_as_they_were() {
+    // One limit of each algorithm, keyed. A request that must wait on
+    // several limits holds no charge while it waits (it decides again when
+    // its wait ends): dropped before then, it leaves every limit as it was,
+    // and the next request waits as if it had never been made.
+    let layer = RateLimitLayer::sliding_window(1, Duration::from_secs(1))
+        .and(RateLimitLayer::token_bucket(100, Duration::from_secs(1)))
+        .and(RateLimitLayer::sliding_log(10, Duration::from_secs(10)))
+        .keyed(|r: &Req| r.0)
+        .wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Mock::new());
+    assert_eq!(send(&mut svc, (1, 1)).await.unwrap(), ms(0));
+
+    let waiting = svc.ready().await.unwrap().call((1, 1));
+    tokio::time::advance(ms(10)).await;
+    drop(waiting);
+    tokio::time::advance(ms(10)).await;
+    // The window's first request weighs 1 until the end of the next window
+    // (2 s): the next one is admitted then, 1.98 s after this call. Had the
+    // dropped request kept its charge, the window would hold 2 and this one
+    // would wait a window longer.
+    assert_eq!(send(&mut svc, (1, 1)).await.unwrap(), ms(1980));
+    assert_eq!(layer.handle().admitted(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_reservation_is_given_back_to_every_limit() {
+    // Unkeyed wait mode reserves in `poll_ready`. A service dropped with
+    // its reservation unused gives it back to each limit (one of each
+    // algorithm), so the next request is admitted at once.
+    let layer = RateLimitLayer::sliding_window(1, Duration::from_secs(1))
+        .and(RateLimitLayer::token_bucket(1, Duration::from_secs(1)))
+        .and(RateLimitLayer::sliding_log(1, Duration::from_secs(10)))
+        .wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut reserved = layer.layer(Mock::<Req>::new());
+    ServiceExt::<Req>::ready(&mut reserved).await.unwrap();
+    drop(reserved);
+    let mut svc = layer.layer(Mock::new());
+    assert_eq!(send(&mut svc, (0, 1)).await.unwrap(), ms(0));
+    // The limits are charged now: the log holds the next one for 10 s.
+    assert_eq!(send(&mut svc, (0, 1)).await.unwrap(), ms(10_000));
+    assert_eq!(layer.handle().admitted(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn unkeyed_costed_waits_too() {
     let layer = RateLimitLayer::sliding_window(10, Duration::from_secs(1))
         .cost(|r: &Req| r.1)

@@ -50,8 +50,9 @@ pub struct RateLimited {
     /// Which limit refused, counted from 0 in the order the limits were
     /// given (always 0 for a layer with one limit; see
     /// [`RateLimitBuilder::and`](super::RateLimitBuilder::and)). With
-    /// several limits refusing, the one that admits last: `retry_after`,
-    /// `limit` and `remaining` are its.
+    /// several limits refusing, the one that admits last (on a tie, the
+    /// first of them in the order they were added): `retry_after`, `limit`
+    /// and `remaining` are its.
     pub limit_index: usize,
     /// The policy to report in `RateLimit` header fields, when the limiter
     /// was built with `.headers(..)`.
