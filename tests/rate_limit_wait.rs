@@ -294,6 +294,51 @@ async fn a_dropped_reservation_is_given_back_to_every_limit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiter_beaten_to_the_slot_waits_again() {
+    // 1 per second per key. Two requests wait for the same second; the
+    // first to decide again takes it, the other is refused again within
+    // its budget and waits for the next second.
+    let layer = RateLimitLayer::sliding_log(1, Duration::from_secs(1))
+        .keyed(|r: &Req| r.0)
+        .wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Mock::new());
+    assert_eq!(send(&mut svc, (1, 1)).await.unwrap(), ms(0));
+    let mut other = svc.clone();
+    let (a, b) = tokio::join!(send(&mut svc, (1, 1)), send(&mut other, (1, 1)));
+    let mut waits = [a.unwrap(), b.unwrap()];
+    waits.sort();
+    assert_eq!(waits, [ms(1000), ms(2000)]);
+    assert_eq!(layer.handle().admitted(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_bucket_deciding_again_may_reserve_ahead() {
+    // Room for one key. Key 1 fills it; two requests for key 2 wait until
+    // key 1 goes idle (its bucket full again: 1 s). Then the first takes
+    // key 2's one token, and the second, deciding again, reserves the next
+    // one (1 s later) and is sent then, not at once.
+    let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(1))
+        .keyed(|r: &Req| r.0)
+        .max_keys(1)
+        .wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mock = Mock::new();
+    let calls = mock.handle();
+    let mut svc = layer.layer(mock);
+    assert_eq!(send(&mut svc, (1, 1)).await.unwrap(), ms(0));
+    let mut other = svc.clone();
+    let (a, b) = tokio::join!(send(&mut svc, (2, 1)), send(&mut other, (2, 1)));
+    let mut waits = [a.unwrap(), b.unwrap()];
+    waits.sort();
+    assert_eq!(waits, [ms(1000), ms(2000)]);
+    let t: Vec<_> = calls.call_times();
+    assert_eq!(t[2] - t[1], ms(1000), "the reserved one is sent when due");
+}
+
+#[tokio::test(start_paused = true)]
 async fn unkeyed_costed_waits_too() {
     let layer = RateLimitLayer::sliding_window(10, Duration::from_secs(1))
         .cost(|r: &Req| r.1)
@@ -458,4 +503,31 @@ proptest! {
         let max_wait = max_wait_ms * 1_000_000;
         prop_assert_eq!(run(rate, burst, max_wait, &arrivals), model(rate, burst, max_wait, &arrivals));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_future_debug_names_its_state() {
+    let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(1))
+        .and(RateLimitLayer::sliding_log(1, Duration::from_secs(1)))
+        .keyed(|r: &Req| r.0)
+        .wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let bucket = RateLimitLayer::token_bucket(1, Duration::from_secs(1))
+        .keyed(|r: &Req| r.0)
+        .wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let debug = |f: &dyn std::fmt::Debug| format!("{f:?}");
+    let mut svc = layer.layer(Mock::new());
+    let now = svc.ready().await.unwrap().call((1, 1));
+    assert_eq!(debug(&now), "WaitFuture { state: \"now\", .. }");
+    // Several limits hold nothing while they wait.
+    let waiting = svc.ready().await.unwrap().call((1, 1));
+    assert_eq!(debug(&waiting), "WaitFuture { state: \"waiting\", .. }");
+    // A token bucket reserves its slot ahead.
+    let mut svc = bucket.layer(Mock::new());
+    let _now = svc.ready().await.unwrap().call((1, 1));
+    let reserved = svc.ready().await.unwrap().call((1, 1));
+    assert_eq!(debug(&reserved), "WaitFuture { state: \"reserved\", .. }");
 }
