@@ -256,6 +256,37 @@ impl<S> Shard<S> {
 mod tests {
     use super::*;
 
+    /// Each limiter draws its own seed: a key's hash differs between two
+    /// limiters (so one limiter's collisions say nothing of another's).
+    #[test]
+    fn every_key_hasher_is_seeded_afresh() {
+        let (a, b) = (KeyHasher::random(), KeyHasher::random());
+        let (ha, hb): (Vec<u64>, Vec<u64>) =
+            (0..4u64).map(|k| (a.hash_one(k), b.hash_one(k))).unzip();
+        assert_ne!(ha, hb);
+        assert_eq!(
+            ha,
+            (0..4u64).map(|k| a.hash_one(k)).collect::<Vec<_>>(),
+            "stable per limiter"
+        );
+    }
+
+    /// The map's keys are hashes already: `IdHasher` passes a `u64`
+    /// through, and folds bytes (unused by the map, but a `Hasher` must
+    /// take them) by rotating and xoring.
+    #[test]
+    fn id_hasher_passes_a_u64_through() {
+        let mut h = IdHasher::default();
+        h.write_u64(0xDEAD_BEEF_0000_0001);
+        assert_eq!(h.finish(), 0xDEAD_BEEF_0000_0001);
+        let mut h = IdHasher::default();
+        h.write(&[0xFF; 9]);
+        assert_eq!(h.finish(), 0xFFFF_FFFF_FFFF_FF00);
+        let mut h = IdHasher::default();
+        h.write(&[1, 2]);
+        assert_eq!(h.finish(), 0x0102);
+    }
+
     fn take(store: &Shards<Nanos>, key: u64, now: Nanos) -> Access<bool> {
         // A toy state: "busy until", admitting when free.
         store.access(
