@@ -409,6 +409,7 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Inlined as well: were it out of line, the future it returns and the
     /// closed path's would meet in one temporary, and the closed path would
     /// be copied through it again (measured: 32 ns against 26 ns).
+    #[inline(always)]
     fn call_otherwise<Req>(&mut self, request: Req) -> ResponseFuture<S::Future, C>
     where
         S: Service<Req>,
