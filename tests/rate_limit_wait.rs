@@ -293,6 +293,19 @@ async fn a_dropped_reservation_is_given_back_to_every_limit() {
     assert_eq!(layer.handle().admitted(), 2);
 }
 
+/// Sends `req` twice at once, through two clones of `svc`: how long each
+/// waited, shortest first.
+async fn two_at_once<S>(svc: &S, req: Req) -> [Duration; 2]
+where
+    S: Service<Req, Response = Reply<Req>, Error = BoxError> + Clone,
+{
+    let (mut a, mut b) = (svc.clone(), svc.clone());
+    let (a, b) = tokio::join!(send(&mut a, req), send(&mut b, req));
+    let mut waits = [a.unwrap(), b.unwrap()];
+    waits.sort();
+    waits
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_waiter_beaten_to_the_slot_waits_again() {
     // 1 per second per key. Two requests wait for the same second; the
@@ -305,11 +318,7 @@ async fn a_waiter_beaten_to_the_slot_waits_again() {
         .unwrap();
     let mut svc = layer.layer(Mock::new());
     assert_eq!(send(&mut svc, (1, 1)).await.unwrap(), ms(0));
-    let mut other = svc.clone();
-    let (a, b) = tokio::join!(send(&mut svc, (1, 1)), send(&mut other, (1, 1)));
-    let mut waits = [a.unwrap(), b.unwrap()];
-    waits.sort();
-    assert_eq!(waits, [ms(1000), ms(2000)]);
+    assert_eq!(two_at_once(&svc, (1, 1)).await, [ms(1000), ms(2000)]);
     assert_eq!(layer.handle().admitted(), 3);
 }
 
@@ -329,11 +338,7 @@ async fn a_token_bucket_deciding_again_may_reserve_ahead() {
     let calls = mock.handle();
     let mut svc = layer.layer(mock);
     assert_eq!(send(&mut svc, (1, 1)).await.unwrap(), ms(0));
-    let mut other = svc.clone();
-    let (a, b) = tokio::join!(send(&mut svc, (2, 1)), send(&mut other, (2, 1)));
-    let mut waits = [a.unwrap(), b.unwrap()];
-    waits.sort();
-    assert_eq!(waits, [ms(1000), ms(2000)]);
+    assert_eq!(two_at_once(&svc, (2, 1)).await, [ms(1000), ms(2000)]);
     let t: Vec<_> = calls.call_times();
     assert_eq!(t[2] - t[1], ms(1000), "the reserved one is sent when due");
 }
