@@ -20,6 +20,31 @@ pub(crate) enum Refusal {
     Unknown(UnknownKey),
 }
 
+impl Refusal {
+    /// The `DEBUG` event every refusal emits; `shared` says whether the
+    /// Redis store decided it.
+    pub(crate) fn trace(&self, shared: bool) {
+        match self {
+            Refusal::Limited(e) => tracing::debug!(
+                retry_after = ?e.retry_after,
+                limit = e.limit,
+                remaining = e.remaining,
+                shared,
+                "rate limited"
+            ),
+            Refusal::Never(e) => tracing::debug!(
+                cost = e.cost,
+                capacity = e.capacity,
+                shared,
+                "request cost above the limiter's capacity"
+            ),
+            Refusal::Unknown(_) => {
+                tracing::debug!(shared, "refused: the key extractor identified no client")
+            }
+        }
+    }
+}
+
 impl From<Refusal> for BoxError {
     fn from(r: Refusal) -> Self {
         match r {

@@ -465,22 +465,7 @@ impl<S, K, C, H, M> RateLimit<S, K, C, H, M> {
     fn refused(&self, r: &Refusal, key_hash: impl FnOnce() -> Option<u64>) {
         self.limiter.counters.reject();
         self.limiter.observe.refused(r, key_hash);
-        match r {
-            Refusal::Limited(e) => tracing::debug!(
-                retry_after = ?e.retry_after,
-                limit = e.limit,
-                remaining = e.remaining,
-                "rate limited"
-            ),
-            Refusal::Never(e) => tracing::debug!(
-                cost = e.cost,
-                capacity = e.capacity,
-                "request cost above the limiter's capacity"
-            ),
-            Refusal::Unknown(_) => {
-                tracing::debug!("refused: the key extractor identified no client")
-            }
-        }
+        r.trace(false);
     }
 
     /// `call` after a ready `poll_ready` in reject mode, and in wait mode

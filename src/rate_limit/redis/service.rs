@@ -216,7 +216,7 @@ where
                         state.set(State::Called { fut });
                     }
                     Err(refusal) => {
-                        trace_refusal(&refusal);
+                        refusal.trace(true);
                         state.set(State::Done);
                         return Poll::Ready(Err(refusal.into()));
                     }
@@ -225,22 +225,5 @@ where
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
-    }
-}
-
-fn trace_refusal(refusal: &Refusal) {
-    match refusal {
-        Refusal::Limited(e) => tracing::debug!(
-            retry_after = ?e.retry_after,
-            limit = e.limit,
-            remaining = e.remaining,
-            "rate limited (shared)"
-        ),
-        Refusal::Never(e) => tracing::debug!(
-            cost = e.cost,
-            capacity = e.capacity,
-            "request cost above the limiter's capacity"
-        ),
-        Refusal::Unknown(_) => tracing::debug!("refused: the request has no usable key"),
     }
 }
