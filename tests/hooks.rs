@@ -291,6 +291,23 @@ async fn batch_hook_fires_once_per_batch_with_its_counts() {
     assert_eq!(seen, [("bt".into(), 2, 1), ("bt".into(), 0, 0)]);
 }
 
+/// A layer built per connection must not leak: its hook, and whatever the
+/// hook captured, go when the layer and its services and batches do.
+#[tokio::test(start_paused = true)]
+async fn a_batch_layers_hook_is_dropped_with_the_layer() {
+    let captured = Arc::new(());
+    let held = captured.clone();
+    let layer = BatchLayer::builder()
+        .on_settled(move |_| assert!(Arc::strong_count(&held) >= 2))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Mock::new());
+    let _ = svc.ready().await.unwrap().call(vec![1]).await;
+    assert_eq!(Arc::strong_count(&captured), 2);
+    drop((layer, svc));
+    assert_eq!(Arc::strong_count(&captured), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn throttle_hook_fires_once_per_local_refusal() {
     let (refusals, on_refused) = recorder::<palisade::circuit_breaker::ThrottleRefused>();

@@ -52,23 +52,23 @@ impl Observe {
     /// `None` when there is nothing to report to (no metrics compiled in,
     /// no hook): a batch then carries no observer at all.
     ///
-    /// Leaked, once per `build()` (a few hundred bytes, as the
-    /// `RateLimit` header policy is): each batch's future holds a plain
-    /// reference, so a batch pays no reference count for it.
+    /// Shared by `Arc`, not leaked: a layer built per connection must not
+    /// leak its hook (and what the hook captured). One reference count
+    /// per batch, not per call.
     pub(crate) fn new(
         name: Option<Cow<'static, str>>,
         settled: Hook<BatchSettled>,
         timed: bool,
-    ) -> Option<&'static Self> {
+    ) -> Option<Arc<Self>> {
         if !cfg!(feature = "metrics") && !settled.is_set() {
             return None;
         }
         let name = name.unwrap_or_default();
-        Some(Box::leak(Box::new(Self {
+        Some(Arc::new(Self {
             metrics: BatchMetrics::new(&name, timed),
             name: Arc::from(&*name),
             settled,
-        })))
+        }))
     }
 
     /// When a batch starts: the clock, if its duration is reported.

@@ -20,6 +20,8 @@
 //! tokio's own budget (`tokio::task::coop`) needs its `rt` feature, and
 //! tokio's leaf futures inside the calls still honour that budget.
 
+use std::sync::Arc;
+
 use super::events::Observe;
 use std::convert::Infallible;
 use std::fmt;
@@ -77,7 +79,7 @@ pin_project! {
         #[pin]
         deadline: Option<Sleep>,
         // Hook and metrics (a layer's batches), and when the batch began.
-        observe: Option<&'static Observe>,
+        observe: Option<Arc<Observe>>,
         started: Option<Instant>,
     }
 }
@@ -114,10 +116,10 @@ where
     }
 
     /// Reports the batch to `observe` when it settles.
-    pub(crate) fn observed(mut self, observe: Option<&'static Observe>) -> Self {
+    pub(crate) fn observed(mut self, observe: Option<&Arc<Observe>>) -> Self {
         if let Some(observe) = observe {
             self.started = observe.start();
-            self.observe = Some(observe);
+            self.observe = Some(observe.clone());
         }
         self
     }

@@ -1,6 +1,7 @@
 //! [`BatchLayer`] and its builder.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower::{Layer, Service};
@@ -60,11 +61,11 @@ impl Default for Config {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchLayer {
     config: Config,
     /// Hook and metrics (`None` when there is nothing to report to).
-    observe: Option<&'static Observe>,
+    observe: Option<Arc<Observe>>,
 }
 
 impl PartialEq for BatchLayer {
@@ -117,8 +118,8 @@ impl BatchLayer {
         self.config
     }
 
-    pub(crate) fn observe(&self) -> Option<&'static Observe> {
-        self.observe
+    pub(crate) fn observe(&self) -> Option<&Arc<Observe>> {
+        self.observe.as_ref()
     }
 }
 
@@ -126,7 +127,7 @@ impl<S> Layer<S> for BatchLayer {
     type Service = Batch<S>;
 
     fn layer(&self, inner: S) -> Batch<S> {
-        Batch::new(inner, *self)
+        Batch::new(inner, self.clone())
     }
 }
 
